@@ -1,0 +1,178 @@
+"""Building blocks of the SENet family: conv+BN, the SE gate, residual units, Inception modules.
+
+Layer names are the official Caffe layer names with '/' replaced by '_' (Keras forbids '/'),
+so `conv2_1_1x1_reduce/bn` (+ its `.../bn/scale`) is the BatchNormalization layer
+`conv2_1_1x1_reduce_bn`. Weight converters rely on this.
+
+Padding is explicit (ZeroPadding2D + 'valid') wherever Caffe's symmetric padding differs from
+Keras' 'same' (strided convs), and max pools use Caffe's ceil rounding (see `ceil_max_pool`).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from senet.variants import SE_REDUCTION
+
+BN_EPSILON = 1e-5  # Caffe's BatchNorm default, used by every official SENet
+
+
+def channel_axis() -> int:
+    return 1 if keras.config.image_data_format() == "channels_first" else -1
+
+
+def channels(x) -> int:
+    return x.shape[channel_axis()]
+
+
+def keras_name(caffe_name: str) -> str:
+    """The Keras layer name of an official Caffe layer name."""
+    return caffe_name.replace("/", "_")
+
+
+def conv_bn(x, filters, kernel, name, strides=1, groups=1, relu=True, relu_name=None):
+    """Conv (no bias) + BatchNorm (+ ReLU), with Caffe's symmetric padding of kernel // 2.
+
+    `name` is the Caffe conv name; the BN is `name/bn`, the ReLU `relu_name` or `name/relu`.
+    """
+    pad = kernel // 2
+    if pad and strides > 1:
+        x = layers.ZeroPadding2D(pad, name=keras_name(name) + "_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same" if pad else "valid"  # stride 1: 'same' is symmetric, identical
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, groups=groups,
+                      use_bias=False, name=keras_name(name))(x)
+    x = layers.BatchNormalization(axis=channel_axis(), epsilon=BN_EPSILON,
+                                  name=keras_name(name + "/bn"))(x)
+    if relu:
+        x = layers.ReLU(name=keras_name(relu_name or name + "/relu"))(x)
+    return x
+
+
+def ceil_max_pool(x, name, pool_size=3, strides=2):
+    """Caffe's max pool without padding, which rounds the output size up.
+
+    Padding strides-1 zeros after, then a 'valid' pool, gives ceil((in - k) / s) + 1 outputs,
+    Caffe's size for every input (for odd sizes 'same' would give one more). Zeros are safe
+    padding because every such pool in SENet follows a ReLU.
+    """
+    x = layers.ZeroPadding2D(((0, strides - 1), (0, strides - 1)), name=keras_name(name) + "_pad")(x)
+    return layers.MaxPooling2D(pool_size, strides=strides, name=keras_name(name))(x)
+
+
+def se_gate(x, prefix):
+    """Squeeze-and-excitation: global average pool, 1x1 down (C/16) + ReLU, 1x1 up, sigmoid.
+
+    Returns the (N, 1, 1, C) gate; the caller scales its branch by it. Names follow the
+    official `<prefix>_global_pool`, `_1x1_down`, `_1x1_up`, `_prob`.
+    """
+    c = channels(x)
+    g = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_global_pool")(x)
+    g = layers.Conv2D(c // SE_REDUCTION, 1, name=f"{prefix}_1x1_down")(g)
+    g = layers.ReLU(name=f"{prefix}_1x1_down_relu")(g)
+    g = layers.Conv2D(c, 1, name=f"{prefix}_1x1_up")(g)
+    return layers.Activation("sigmoid", name=f"{prefix}_prob")(g)
+
+
+def stem(x, variant):
+    """conv1 (one 7x7/2, or SENet-154's three 3x3 convs) and the 3x3/2 ceil max pool."""
+    if variant.stem == "3x3":
+        x = conv_bn(x, 64, 3, "conv1_1/3x3_s2", strides=2, relu_name="conv1_1/relu_3x3_s2")
+        x = conv_bn(x, 64, 3, "conv1_2/3x3", relu_name="conv1_2/relu_3x3")
+        x = conv_bn(x, 128, 3, "conv1_3/3x3", relu_name="conv1_3/relu_3x3")
+    else:
+        relu = "conv1/relu_7x7" if variant.family == "inception" else "conv1/relu_7x7_s2"
+        x = conv_bn(x, 64, 7, "conv1/7x7_s2", strides=2, relu_name=relu)
+    return ceil_max_pool(x, "pool1/3x3_s2")
+
+
+def residual_unit(x, variant, stage, unit, widths, strides):
+    """One SE residual unit `conv<stage>_<unit>`: branch, SE gate, shortcut, add, ReLU.
+
+    Bottleneck branch: 1x1_reduce, 3x3 (grouped), 1x1_increase; basic branch: 3x3a, 3x3b.
+    The stride sits on the 1x1_reduce (SE-ResNet) or on the 3x3 (SE-ResNeXt, SENet-154,
+    basic blocks). The projection shortcut exists where the shape changes.
+    """
+    p = f"conv{stage}_{unit}"
+    out = widths[-1]
+    if variant.block == "basic":
+        y = conv_bn(x, widths[0], 3, f"{p}_3x3a", strides=strides)
+        y = conv_bn(y, widths[1], 3, f"{p}_3x3b", relu=False)
+    else:
+        on_1x1 = variant.stride_on == "1x1"
+        y = conv_bn(x, widths[0], 1, f"{p}_1x1_reduce", strides=strides if on_1x1 else 1)
+        y = conv_bn(y, widths[1], 3, f"{p}_3x3", strides=1 if on_1x1 else strides,
+                    groups=variant.groups)
+        y = conv_bn(y, out, 1, f"{p}_1x1_increase", relu=False)
+    y = layers.Multiply(name=f"{p}_scale")([y, se_gate(y, p)])
+
+    shortcut = x
+    if strides != 1 or channels(x) != out:
+        k = variant.proj_kernel_from_stage3 if stage >= 3 else 1
+        shortcut = conv_bn(x, out, k, f"{p}_1x1_proj", strides=strides, relu=False)
+    y = layers.Add(name=p)([y, shortcut])
+    return layers.ReLU(name=f"{p}_relu")(y)
+
+
+def residual_stages(x, variant):
+    """conv2..conv5; returns the output of each stage (strides 4, 8, 16, 32)."""
+    features = []
+    for i, depth in enumerate(variant.depths):
+        stage = i + 2
+        widths = tuple(w * 2**i for w in variant.widths)
+        for unit in range(1, depth + 1):
+            strides = 2 if (unit == 1 and stage > 2) else 1
+            x = residual_unit(x, variant, stage, unit, widths, strides)
+        features.append(x)
+    return features
+
+
+def inception_module(x, spec):
+    """One SE-BN-Inception module `inception_<id>`: branches, concat, SE scaling.
+
+    Reduction modules (no 1x1 branch) stride their 3x3 convs and max pool by 2. Their pool
+    uses 'same' padding so it always matches the convs' ceil(in / 2): identical to Caffe
+    wherever Caffe's own sizes agree (even inputs), and still defined for odd ones.
+    """
+    mid, n1, n3r, n3, nd3r, nd3, pool, nproj = spec
+    p = f"inception_{mid}"
+    reduce = n1 == 0
+    s = 2 if reduce else 1
+    branches = []
+    if not reduce:
+        branches.append(conv_bn(x, n1, 1, f"{p}/1x1", relu_name=f"{p}/relu_1x1"))
+    b = conv_bn(x, n3r, 1, f"{p}/3x3_reduce", relu_name=f"{p}/relu_3x3_reduce")
+    branches.append(conv_bn(b, n3, 3, f"{p}/3x3", strides=s, relu_name=f"{p}/relu_3x3"))
+    b = conv_bn(x, nd3r, 1, f"{p}/double3x3_reduce", relu_name=f"{p}/relu_double3x3_reduce")
+    b = conv_bn(b, nd3, 3, f"{p}/double3x3a", relu_name=f"{p}/relu_double3x3a")
+    branches.append(conv_bn(b, nd3, 3, f"{p}/double3x3b", strides=s,
+                            relu_name=f"{p}/relu_double3x3b"))
+    if reduce:
+        branches.append(layers.MaxPooling2D(3, strides=2, padding="same",
+                                            name=keras_name(f"{p}/pool/3x3_s2"))(x))
+    else:
+        if pool == "avg":
+            # Caffe's padded average pool divides by 9 at the borders too (padding counts).
+            b = layers.ZeroPadding2D(1, name=keras_name(f"{p}/pool") + "_pad")(x)
+            b = layers.AveragePooling2D(3, strides=1, name=keras_name(f"{p}/pool"))(b)
+        else:
+            b = layers.MaxPooling2D(3, strides=1, padding="same", name=keras_name(f"{p}/pool"))(x)
+        branches.append(conv_bn(b, nproj, 1, f"{p}/pool_proj", relu_name=f"{p}/relu_pool_proj"))
+    y = layers.Concatenate(axis=channel_axis(), name=keras_name(f"{p}/concat"))(branches)
+    return layers.Multiply(name=keras_name(f"{p}/output"))([y, se_gate(y, p)])
+
+
+def inception_body(x, modules):
+    """conv2 and the Inception modules; returns the maps at strides 4, 8, 16, 32."""
+    x = conv_bn(x, 64, 1, "conv2/3x3_reduce", relu_name="conv2/relu_3x3_reduce")
+    x = conv_bn(x, 192, 3, "conv2/3x3", relu_name="conv2/relu_3x3")
+    features = [x]
+    x = ceil_max_pool(x, "pool2/3x3_s2")
+    for spec in modules:
+        if spec[1] == 0:  # a grid reduction: the map before it is a feature level
+            features.append(x)
+        x = inception_module(x, spec)
+    features.append(x)
+    return features
