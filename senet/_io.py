@@ -30,13 +30,9 @@ def atomic_path(path, suffix=""):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix + ".part",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".part-",
+                               suffix=suffix, dir=directory)
     os.close(fd)
-    if suffix:
-        # mkstemp's name must end in the suffix itself for libraries that check it
-        os.remove(tmp)
-        tmp = tmp[: -len(".part")]
     try:
         yield tmp
         os.replace(tmp, path)
