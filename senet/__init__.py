@@ -1,10 +1,38 @@
-"""SENet (Squeeze-and-Excitation networks) for Keras 3: TensorFlow, JAX and PyTorch."""
+"""SENet (Squeeze-and-Excitation networks) for Keras 3: TensorFlow, JAX and PyTorch.
 
-from senet.models import CONSTRUCTORS, FEATURE_STRIDES, build, create_model, list_models
+    import senet
+    model = senet.SEResNeXt50(weights="imagenet")
+    preds = model.predict(senet.preprocess_input(images))
+    senet.decode_predictions(preds)
+
+Keras (and its backend) is imported on first use of a model function, so that light tools
+(`senet list`, reading weight files) start fast.
+"""
+
 from senet.variants import VARIANTS, Variant, get_variant
 
-globals().update(CONSTRUCTORS)
-
 __version__ = "0.1.0"
-__all__ = ["FEATURE_STRIDES", "VARIANTS", "Variant", "build", "create_model", "get_variant",
-           "list_models", *CONSTRUCTORS]
+
+_LAZY = {
+    "build": "senet.models", "create_model": "senet.models", "list_models": "senet.models",
+    "FEATURE_STRIDES": "senet.models",
+    "preprocess_input": "senet.imagenet", "decode_predictions": "senet.imagenet",
+    "convert": "senet.weights.convert",
+    **{v.constructor: "senet.models" for v in VARIANTS.values()},
+}
+
+__all__ = ["VARIANTS", "Variant", "get_variant", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'senet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -11,7 +11,7 @@ import os
 import keras
 from keras import layers
 
-from senet import blocks
+from senet import blocks, imagenet
 from senet.variants import INCEPTION_MODULES, VARIANTS, Variant, get_variant
 
 DEFAULT_SIZE = 224
@@ -110,8 +110,18 @@ def build(variant, include_top=True, weights=None, input_tensor=None, input_shap
     input_shape = _check_arguments(variant, include_top, weights, input_tensor, input_shape,
                                    pooling, classes, classifier_activation)
     img_input, user_tensor = _model_input(input_tensor, input_shape)
+    if weights is not None:
+        from senet import weights as weights_module  # noqa: PLC0415 - keeps model building light
 
-    x = blocks.stem(img_input, variant)
+        path, arrays, meta = weights_module.resolve(variant, weights)
+        if meta and meta.get("classes", 1000) != classes and include_top:
+            raise ValueError(f"{path} has a {meta['classes']}-class classifier; pass "
+                             f"classes={meta['classes']} or include_top=False.")
+
+    x = img_input
+    if weights is not None and meta and meta["input"] != "caffe":
+        x = imagenet.input_adapter(meta["input"])(x)
+    x = blocks.stem(x, variant)
     if variant.family == "inception":
         features = blocks.inception_body(x, INCEPTION_MODULES)
     else:
@@ -136,9 +146,8 @@ def build(variant, include_top=True, weights=None, input_tensor=None, input_shap
     model = keras.Model(inputs, outputs, name=name or variant.name)
 
     if weights is not None:
-        from senet.weights import load_weights  # noqa: PLC0415 - keeps model building light
-
-        load_weights(model, variant, weights)
+        weights_module.apply(model, path, arrays)
+        model.senet_weights = meta  # provenance, input convention and class order
     return model
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 # Official Caffe ImageNet evaluation: BGR, 0-255, minus this mean, no std.
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
+TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
 
 
 @dataclass(frozen=True)
@@ -32,38 +33,60 @@ class Variant:
     params: int | None = None  # official trainable parameter count (None: not published)
     top1_err: float | None = None  # published single-crop top-1 error (%)
     top5_err: float | None = None
+    # Published ImageNet weights fetched by weights="imagenet": timm's release of the official
+    # Caffe weights (Cadene's conversion) or timm's own training, under TIMM_RELEASES.
+    # The 8 hex digits after the last '-' of the file name are the sha256 prefix.
+    weights_file: str | None = None
+    weights_top1: float | None = None  # timm's evaluation of that file (224 px), if published
+
+    @property
+    def weights_url(self) -> str | None:
+        return TIMM_RELEASES + self.weights_file if self.weights_file else None
+
+    @property
+    def weights_sha256(self) -> str | None:
+        if not self.weights_file:
+            return None
+        return self.weights_file.rsplit("-", 1)[1].split(".")[0]
 
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
         Variant("se_resnet18", "SEResNet18", "SE-ResNet-18", "resnet", (2, 2, 2, 2),
-                block="basic", widths=(64, 64)),
+                block="basic", widths=(64, 64), weights_file="v0.1-weights/seresnet18-4bb0ce65.pth"),
         Variant("se_resnet34", "SEResNet34", "SE-ResNet-34", "resnet", (3, 4, 6, 3),
-                block="basic", widths=(64, 64)),
+                block="basic", widths=(64, 64), weights_file="v0.1-weights/seresnet34-a4004e63.pth"),
         Variant("se_resnet50", "SEResNet50", "SE-ResNet-50", "resnet", (3, 4, 6, 3),
                 widths=(64, 64, 256), prototxt="SE-ResNet-50.prototxt",
-                params=28_088_024, top1_err=22.37, top5_err=6.36),
+                params=28_088_024, top1_err=22.37, top5_err=6.36,
+                weights_file="v0.1-cadene/se_resnet50-ce0d4300.pth", weights_top1=77.65),
         Variant("se_resnet101", "SEResNet101", "SE-ResNet-101", "resnet", (3, 4, 23, 3),
                 widths=(64, 64, 256), prototxt="SE-ResNet-101.prototxt",
-                params=49_326_872, top1_err=21.75, top5_err=5.72),
+                params=49_326_872, top1_err=21.75, top5_err=5.72,
+                weights_file="v0.1-cadene/se_resnet101-7e38fcc6.pth", weights_top1=78.37),
         Variant("se_resnet152", "SEResNet152", "SE-ResNet-152", "resnet", (3, 8, 36, 3),
                 widths=(64, 64, 256), prototxt="SE-ResNet-152.prototxt",
-                params=66_821_848, top1_err=21.34, top5_err=5.54),
+                params=66_821_848, top1_err=21.34, top5_err=5.54,
+                weights_file="v0.1-cadene/se_resnet152-d17c99b7.pth", weights_top1=78.66),
         Variant("se_resnext26_32x4d", "SEResNeXt26", "SE-ResNeXt-26 (32x4d)", "resnet",
-                (2, 2, 2, 2), widths=(128, 128, 256), groups=32, stride_on="3x3"),
+                (2, 2, 2, 2), widths=(128, 128, 256), groups=32, stride_on="3x3",
+                weights_file="v0.1-weights/seresnext26_32x4d-65ebdb501.pth"),
         Variant("se_resnext50_32x4d", "SEResNeXt50", "SE-ResNeXt-50 (32x4d)", "resnet",
                 (3, 4, 6, 3), widths=(128, 128, 256), groups=32, stride_on="3x3",
                 prototxt="SE-ResNeXt-50.prototxt", params=27_559_896,
-                top1_err=20.97, top5_err=5.54),
+                top1_err=20.97, top5_err=5.54,
+                weights_file="v0.1-weights/legacy_se_resnext50_32x4d-f3651bad.pth", weights_top1=79.08),
         Variant("se_resnext101_32x4d", "SEResNeXt101", "SE-ResNeXt-101 (32x4d)", "resnet",
                 (3, 4, 23, 3), widths=(128, 128, 256), groups=32, stride_on="3x3",
                 prototxt="SE-ResNeXt-101.prototxt", params=48_955_416,
-                top1_err=19.81, top5_err=4.96),
+                top1_err=19.81, top5_err=4.96,
+                weights_file="v0.1-weights/legacy_se_resnext101_32x4d-37725eac.pth", weights_top1=80.27),
         Variant("senet154", "SENet154", "SENet-154", "resnet", (3, 8, 36, 3),
                 widths=(128, 256, 256), groups=64, stride_on="3x3", stem="3x3",
                 proj_kernel_from_stage3=3, dropout=0.2, prototxt="SENet-154.prototxt",
-                params=115_088_984, top1_err=18.68, top5_err=4.47),
+                params=115_088_984, top1_err=18.68, top5_err=4.47,
+                weights_file="v0.1-weights/legacy_senet154-e9eb9fe6.pth", weights_top1=81.32),
         Variant("se_bn_inception", "SEBNInception", "SE-BN-Inception", "inception",
                 prototxt="SE-BN-Inception.prototxt", params=11_931_622,
                 top1_err=23.62, top5_err=7.04),
