@@ -30,7 +30,7 @@ class Variant:
     proj_kernel_from_stage3: int = 1  # kernel of the projection shortcut from stage 3 on
     dropout: float = 0.0  # before the classifier
     prototxt: str | None = None  # official deploy definition, if the variant is official
-    params: int | None = None  # official trainable parameter count (None: not published)
+    params: int | None = None  # trainable parameters: official count, or timm's for its variants
     top1_err: float | None = None  # published single-crop top-1 error (%)
     top5_err: float | None = None
     # Published ImageNet weights fetched by weights="imagenet": timm's release of the official
@@ -54,9 +54,11 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
         Variant("se_resnet18", "SEResNet18", "SE-ResNet-18", "resnet", (2, 2, 2, 2),
-                block="basic", widths=(64, 64), weights_file="v0.1-weights/seresnet18-4bb0ce65.pth"),
+                block="basic", widths=(64, 64), params=11_778_592,
+                weights_file="v0.1-weights/seresnet18-4bb0ce65.pth"),
         Variant("se_resnet34", "SEResNet34", "SE-ResNet-34", "resnet", (3, 4, 6, 3),
-                block="basic", widths=(64, 64), weights_file="v0.1-weights/seresnet34-a4004e63.pth"),
+                block="basic", widths=(64, 64), params=21_958_868,
+                weights_file="v0.1-weights/seresnet34-a4004e63.pth"),
         Variant("se_resnet50", "SEResNet50", "SE-ResNet-50", "resnet", (3, 4, 6, 3),
                 widths=(64, 64, 256), prototxt="SE-ResNet-50.prototxt",
                 params=28_088_024, top1_err=22.37, top5_err=6.36,
@@ -71,7 +73,7 @@ VARIANTS: dict[str, Variant] = {
                 weights_file="v0.1-cadene/se_resnet152-d17c99b7.pth", weights_top1=78.66),
         Variant("se_resnext26_32x4d", "SEResNeXt26", "SE-ResNeXt-26 (32x4d)", "resnet",
                 (2, 2, 2, 2), widths=(128, 128, 256), groups=32, stride_on="3x3",
-                weights_file="v0.1-weights/seresnext26_32x4d-65ebdb501.pth"),
+                params=16_790_280, weights_file="v0.1-weights/seresnext26_32x4d-65ebdb501.pth"),
         Variant("se_resnext50_32x4d", "SEResNeXt50", "SE-ResNeXt-50 (32x4d)", "resnet",
                 (3, 4, 6, 3), widths=(128, 128, 256), groups=32, stride_on="3x3",
                 prototxt="SE-ResNeXt-50.prototxt", params=27_559_896,

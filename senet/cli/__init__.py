@@ -1,0 +1,70 @@
+"""The `senet` command: thin subcommands over the library.
+
+User errors (bad files, bad arguments, no network) end with one line on stderr and a
+non-zero exit code; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help); each module has add_arguments(parser) and run(args).
+COMMANDS = {
+    "convert": ("senet.cli.convert", "convert published weights (Caffe, PyTorch, TF1) to a senet weights file"),
+    "list": ("senet.cli.listing", "list the models, their size and the accuracy of their weights"),
+}
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _user_errors():
+    """Exception types that describe bad input rather than a bug."""
+    from senet.weights.hub import DownloadError
+
+    return (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError,
+            DownloadError)
+
+
+def import_keras_quietly():
+    """Import Keras with TensorFlow's start-up chatter (written to fd 2 by C++) silenced."""
+    if "keras" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="senet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "needs_keras", True):
+            import_keras_quietly()
+        return importlib.import_module(args._module).run(args) or 0
+    except _user_errors() as err:
+        print(f"senet {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"senet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
