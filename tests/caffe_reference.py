@@ -22,7 +22,10 @@ import numpy as np
 from senet.weights.caffe import (CaffeLayer, parse_prototxt, prototxt_layers, read_caffemodel,
                                  write_caffemodel)
 
-MODELS_DIR = "/work/shared/reference/senet-caffe/models"
+# The official prototxts live in shared/reference beside the repository (CI clones it there).
+MODELS_DIR = os.environ.get("SENET_REFERENCE_MODELS", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "reference",
+    "senet-caffe", "models"))
 BN_FACTORS = (999.982, 0.5, 3.0)  # never 1, so a converter that ignores blob 2 fails
 
 

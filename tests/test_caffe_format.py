@@ -12,7 +12,7 @@ from senet.weights import caffe
 from senet.weights.caffe import (CaffeFormatError, CaffeLayer, parse_prototxt, prototxt_layers,
                                  read_caffemodel, write_caffemodel)
 
-MODELS_DIR = "/work/shared/reference/senet-caffe/models"
+from caffe_reference import MODELS_DIR  # noqa: E402  (shared/reference beside the repo)
 PROTOTXTS = sorted(glob.glob(os.path.join(MODELS_DIR, "*.prototxt")))
 
 
