@@ -99,7 +99,8 @@ def residual_unit(x, variant, stage, unit, widths, strides):
     out = widths[-1]
     if variant.block == "basic":
         y = conv_bn(x, widths[0], 3, f"{p}_3x3a", strides=strides)
-        y = conv_bn(y, widths[1], 3, f"{p}_3x3b", relu=False)
+        # timm's SEResNetBlock (the only published weights) applies a ReLU here, before SE.
+        y = conv_bn(y, widths[1], 3, f"{p}_3x3b")
     else:
         on_1x1 = variant.stride_on == "1x1"
         y = conv_bn(x, widths[0], 1, f"{p}_1x1_reduce", strides=strides if on_1x1 else 1)

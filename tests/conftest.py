@@ -6,6 +6,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+# torchvision's CUDA build (pulled in by timm) segfaults when imported after TensorFlow;
+# imported first, both work. timm is a test-only reference, so import it up front.
+try:
+    import timm  # noqa: F401
+except ImportError:
+    pass
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
