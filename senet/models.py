@@ -196,7 +196,7 @@ def _constructor(variant: Variant):
     def constructor(include_top=True, weights=None, input_tensor=None, input_shape=None,
                     pooling=None, classes=1000, classifier_activation="softmax",
                     name=variant.name):
-        return build(variant, include_top=include_top, weights=weights,
+        return build(variant.name, include_top=include_top, weights=weights,
                      input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
                      classes=classes, classifier_activation=classifier_activation, name=name)
 
