@@ -40,7 +40,12 @@ def import_keras_quietly():
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
+            import keras
+
+            if keras.backend.backend() == "tensorflow":  # device discovery logs too (no GPU, ...)
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -1,0 +1,96 @@
+"""`senet convert` as users run it (subprocess), and its handling of bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caffe_reference as ref
+from senet.weights import native
+
+PROTO = os.path.join(ref.MODELS_DIR, "SE-ResNet-50.prototxt")
+
+
+def senet_cli(*args, cwd=None):
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    return subprocess.run([sys.executable, "-m", "senet", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def caffemodel(tmp_path_factory):
+    path = tmp_path_factory.mktemp("caffe") / "SE-ResNet-50.caffemodel"
+    ref.random_caffemodel(PROTO, path, seed=0)
+    return path
+
+
+def one_line_error(result, *needles):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_convert_writes_a_loadable_file_with_provenance(caffemodel, tmp_path):
+    out = tmp_path / "se_resnet50.weights.h5"
+    r = senet_cli("convert", caffemodel, "--model", "se_resnet50", "--output", out,
+                  "--prototxt", PROTO)
+    assert r.returncode == 0, r.stderr
+    assert "Wrote" in r.stdout and "devkit" not in r.stdout
+    meta = native.read_meta(out)
+    assert meta["model"] == "se_resnet50" and meta["input"] == "caffe"
+    assert meta["class_order"] == "sorted" and meta["source"] == {
+        "kind": "caffe", "file": "SE-ResNet-50.caffemodel"}
+    assert sorted(os.listdir(tmp_path)) == ["se_resnet50.weights.h5"]
+
+
+def test_bad_inputs_get_one_line_and_leave_nothing(caffemodel, tmp_path):
+    out = tmp_path / "out.weights.h5"
+    text = tmp_path / "notes.caffemodel"
+    text.write_text("layer { name: 'x' }\n")
+    truncated = tmp_path / "cut.caffemodel"
+    truncated.write_bytes(caffemodel.read_bytes()[: 5_000_000])
+    other = tmp_path / "SE-ResNeXt-50.caffemodel"
+    ref.random_caffemodel(os.path.join(ref.MODELS_DIR, "SE-ResNeXt-50.prototxt"), other)
+
+    one_line_error(senet_cli("convert", text, "--model", "se_resnet50", "-o", out),
+                   "notes.caffemodel", "text")
+    one_line_error(senet_cli("convert", truncated, "--model", "se_resnet50", "-o", out),
+                   "cut.caffemodel", "truncated")
+    one_line_error(senet_cli("convert", other, "--model", "se_resnet50", "-o", out),
+                   "SE-ResNeXt-50.caffemodel", "wrong shapes", "conv2_1_1x1_reduce")
+    one_line_error(senet_cli("convert", caffemodel, "--model", "se_resnet5", "-o", out),
+                   "Did you mean 'se_resnet50'")
+    one_line_error(senet_cli("convert", tmp_path / "missing.caffemodel", "--model",
+                             "se_resnet50", "-o", out), "missing.caffemodel")
+    one_line_error(senet_cli("convert", caffemodel, "--model", "se_resnet50", "-o",
+                             tmp_path / "out.h5"), ".weights.h5")
+    one_line_error(senet_cli("convert", caffemodel, "--from", "torch", "--model", "se_resnet50",
+                             "-o", out), "caffemodel")
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == sorted(["notes.caffemodel", "cut.caffemodel", "SE-ResNeXt-50.caffemodel"])
+
+
+def test_batchnorm_eps_from_the_prototxt(caffemodel, tmp_path):
+    """A prototxt eps other than 1e-5 is honoured exactly (OpenCV reads the same prototxt)."""
+    import keras
+    import senet
+    from senet.imagenet import devkit_to_sorted
+    from senet.weights.convert import convert
+
+    text = open(PROTO).read().replace("use_global_stats: true", "use_global_stats: true\n    eps: 0.001")
+    proto = tmp_path / "eps.prototxt"
+    proto.write_text(text)
+    x = np.random.default_rng(0).normal(0, 50, (1, 224, 224, 3)).astype("float32")
+    logits_cv, _ = ref.opencv_forward(proto, caffemodel, x.transpose(0, 3, 1, 2))
+    out = tmp_path / "eps.weights.h5"
+    convert(caffemodel, "se_resnet50", out, prototxt=proto)
+    logits = keras.ops.convert_to_numpy(
+        senet.SEResNet50(weights=str(out), classifier_activation=None)(x))
+    assert np.abs(logits - logits_cv[:, devkit_to_sorted()]).max() <= 1e-4
+    default_logits, _ = ref.opencv_forward(PROTO, caffemodel, x.transpose(0, 3, 1, 2))
+    assert np.abs(default_logits - logits_cv).max() > 1e-3  # the eps really matters here
