@@ -19,7 +19,7 @@ MIN_SIZE = 32
 FEATURE_STRIDES = (4, 8, 16, 32)
 
 
-def _check_arguments(variant, include_top, weights, input_tensor, input_shape, pooling,
+def _check_arguments(include_top, weights, input_tensor, input_shape, pooling,
                      classes, classifier_activation):
     """All argument checks in one place; returns the input shape to build with."""
     if not (weights is None or weights == "imagenet" or isinstance(weights, (str, os.PathLike))):
@@ -107,9 +107,10 @@ def build(variant, include_top=True, weights=None, input_tensor=None, input_shap
     variant = get_variant(variant)
     if features_only:
         include_top, pooling = False, None
-    input_shape = _check_arguments(variant, include_top, weights, input_tensor, input_shape,
+    input_shape = _check_arguments(include_top, weights, input_tensor, input_shape,
                                    pooling, classes, classifier_activation)
     img_input, user_tensor = _model_input(input_tensor, input_shape)
+    meta = None  # the weights file's metadata decides the input adapter, so read it first
     if weights is not None:
         from senet import weights as weights_module  # noqa: PLC0415 - keeps model building light
 
@@ -119,7 +120,7 @@ def build(variant, include_top=True, weights=None, input_tensor=None, input_shap
                              f"classes={meta['classes']} or include_top=False.")
 
     x = img_input
-    if weights is not None and meta and meta["input"] != "caffe":
+    if meta and meta["input"] != "caffe":
         x = imagenet.input_adapter(meta["input"])(x)
     x = blocks.stem(x, variant)
     if variant.family == "inception":

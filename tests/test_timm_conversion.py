@@ -5,6 +5,8 @@ pickle stream, converted by `senet convert` without torch, gives timm's logits o
 images. Runs on every backend; the big nets are marked slow.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,11 @@ def test_converted_timm_checkpoint_gives_timm_logits(name, legacy_format, tmp_pa
     keras_model = senet.create_model(name, weights=str(out), classifier_activation=None)
     got = keras.ops.convert_to_numpy(keras_model.predict(senet.preprocess_input(rgb), verbose=0))
     diff = np.abs(got - want).max()
+    if os.environ.get("SENET_RECORD_DIFFS"):
+        with open(os.environ["SENET_RECORD_DIFFS"], "a") as f:
+            f.write(f"timm {name} {'legacy' if legacy_format else 'zip'} "
+                    f"{keras.backend.backend()} logits {diff:.2e} "
+                    f"(logits range {want.min():.1f}..{want.max():.1f})\n")
     assert diff <= LOGIT_TOL, f"max |logit diff| {diff:.2e} (logits up to {np.abs(want).max():.1f})"
 
 
