@@ -94,3 +94,31 @@ def test_batchnorm_eps_from_the_prototxt(caffemodel, tmp_path):
     assert np.abs(logits - logits_cv[:, devkit_to_sorted()]).max() <= 1e-4
     default_logits, _ = ref.opencv_forward(PROTO, caffemodel, x.transpose(0, 3, 1, 2))
     assert np.abs(default_logits - logits_cv).max() > 1e-3  # the eps really matters here
+
+
+def test_batchnorm_eps_recorded_in_the_caffemodel(caffemodel, tmp_path):
+    """Without a prototxt, the eps the caffemodel records for a layer is used."""
+    import keras
+    import senet
+    from senet.imagenet import devkit_to_sorted
+    from senet.weights.caffe import read_caffemodel, write_caffemodel
+    from senet.weights.convert import convert
+
+    layers = read_caffemodel(caffemodel)
+    for l in layers:
+        if l.type == "BatchNorm":
+            l.bn_eps = 0.001
+    with_eps = tmp_path / "eps.caffemodel"
+    write_caffemodel(with_eps, layers)
+    assert {l.bn_eps for l in read_caffemodel(with_eps) if l.type == "BatchNorm"} == {
+        np.float32(0.001)}
+    text = open(PROTO).read().replace("use_global_stats: true", "use_global_stats: true\n    eps: 0.001")
+    proto = tmp_path / "eps.prototxt"
+    proto.write_text(text)
+    x = np.random.default_rng(1).normal(0, 50, (1, 224, 224, 3)).astype("float32")
+    logits_cv, _ = ref.opencv_forward(proto, caffemodel, x.transpose(0, 3, 1, 2))
+    out = tmp_path / "eps.weights.h5"
+    convert(with_eps, "se_resnet50", out)
+    logits = keras.ops.convert_to_numpy(
+        senet.SEResNet50(weights=str(out), classifier_activation=None)(x))
+    assert np.abs(logits - logits_cv[:, devkit_to_sorted()]).max() <= 1e-4

@@ -33,6 +33,7 @@ class CaffeLayer:
     bottoms: list[str] = dataclasses.field(default_factory=list)
     tops: list[str] = dataclasses.field(default_factory=list)
     blobs: list[np.ndarray] = dataclasses.field(default_factory=list)
+    bn_eps: float | None = None  # batch_norm_param.eps, when the file records it
 
 
 # V1LayerParameter.LayerType enum (caffe.proto), mapped to the modern type strings.
@@ -56,6 +57,7 @@ _V1_V0_LAYER = 1
 _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
 _SHAPE_DIM = 1
+_LAYER_BN_PARAM, _BN_EPS = 139, 3  # LayerParameter.batch_norm_param, BatchNormParameter.eps
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
 _FLOAT_TAG = (_BLOB_DATA << 3) | _WIRE_FIXED32  # 0x2D, one unpacked float of `data`
 
@@ -253,6 +255,17 @@ def _parse_blob(buf, span):
     return values.astype(np.float32).reshape(shape)  # a copy: aligned, writable, native order
 
 
+def _bn_eps(buf, span, default):
+    """BatchNormParameter.eps, a float (fixed32) field, if present."""
+    pos, end = span
+    eps = default
+    while pos < end:
+        number, wire, value, pos = _field(buf, pos, end)
+        if number == _BN_EPS and wire == _WIRE_FIXED32:
+            eps = float(np.frombuffer(buf, "<f4", 1, value[0])[0])
+    return eps
+
+
 def _parse_layer(buf, span, v1):
     fields = _V1_FIELDS if v1 else _LAYER_FIELDS
     name_f, type_f, bottom_f, top_f, blobs_f = (fields[k] for k in
@@ -282,6 +295,8 @@ def _parse_layer(buf, span, v1):
             blob_spans.append(value)
         elif v1 and number == _V1_V0_LAYER and wire == _WIRE_BYTES:
             has_v0 = True
+        elif not v1 and number == _LAYER_BN_PARAM and wire == _WIRE_BYTES:
+            layer.bn_eps = _bn_eps(buf, value, layer.bn_eps)
     for index, blob_span in enumerate(blob_spans):
         try:
             layer.blobs.append(_parse_blob(buf, blob_span))
@@ -437,6 +452,10 @@ def _encode_layer(layer, v1, legacy_shapes, packed):
         parts.append(_bytes_field(fields["type"], layer.type.encode("utf-8")))
     parts += [_bytes_field(fields["bottom"], b.encode("utf-8")) for b in layer.bottoms]
     parts += [_bytes_field(fields["top"], t.encode("utf-8")) for t in layer.tops]
+    eps = getattr(layer, "bn_eps", None)
+    if eps is not None and not v1:
+        eps_field = _tag(_BN_EPS, _WIRE_FIXED32) + np.float32(eps).astype("<f4").tobytes()
+        parts.append(_bytes_field(_LAYER_BN_PARAM, eps_field))
     for index, blob in enumerate(layer.blobs):
         where = f"blob {index} of layer '{layer.name}'"
         parts.append(_bytes_field(fields["blobs"],

@@ -214,11 +214,7 @@ def from_caffe(caffe_layers, variant: Variant, what: str, eps: dict) -> dict:
 
 def _caffe_eps(prototxt, caffe_layers) -> dict:
     """BatchNorm eps by layer name, from the prototxt if given (else from the caffemodel)."""
-    eps = {}
-    for layer in caffe_layers:
-        value = getattr(layer, "params", {}).get("batch_norm_param", {}).get("eps")
-        if value is not None:
-            eps[layer.name] = value
+    eps = {l.name: l.bn_eps for l in caffe_layers if l.bn_eps is not None}
     if prototxt:
         from senet.weights import caffe
 
