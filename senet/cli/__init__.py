@@ -15,6 +15,10 @@ import sys
 COMMANDS = {
     "convert": ("senet.cli.convert", "convert published weights (Caffe, PyTorch, TF1) to a senet weights file"),
     "list": ("senet.cli.listing", "list the models, their size and the accuracy of their weights"),
+    "predict": ("senet.cli.predict", "the top ImageNet classes of image files"),
+    "evaluate": ("senet.cli.evaluate", "top-1/top-5 accuracy on an ImageNet-style validation folder"),
+    "export": ("senet.cli.export", "export a model to SavedModel, ONNX or TFLite, checked by running it"),
+    "benchmark": ("senet.cli.benchmark", "measure inference speed (images/s, latency, GFLOP/s), beside timm's"),
 }
 
 

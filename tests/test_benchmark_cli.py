@@ -1,0 +1,112 @@
+"""senet benchmark and the FLOP count behind its GFLOP/s. Timings are only checked to be positive."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import senet  # noqa: E402
+from senet import bench  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+
+
+def senet_cli(*args):
+    return subprocess.run([sys.executable, "-m", "senet", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+
+
+def assert_timed(entry):
+    assert entry["images_per_s"] > 0
+    assert 0 < entry["latency_ms_median"] <= entry["latency_ms_p95"]
+    assert entry["gflops_per_s"] > 0
+
+
+def test_benchmark_json():
+    proc = senet_cli("benchmark", "--model", "se_resnet18", "--batch-size", "1", "--iters", "2",
+                     "--warmup", "1", "--size", "64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert (r["model"], r["batch_size"], r["size"], r["precision"]) == ("se_resnet18", 1, 64, "float32")
+    assert r["gflops_per_image"] > 0 and r["flops_per_image"] == 2 * r["macs_per_image"]
+    assert r["keras"]["backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert_timed(r["keras"])
+    if HAS_TIMM:
+        assert r["peer"]["model"] == "legacy_seresnet18"
+        assert r["peer"]["memory_format"] in ("contiguous_format", "channels_last")
+        assert_timed(r["peer"])
+    else:
+        assert r["peer"] is None
+
+
+def test_other_backend_is_measured_in_a_child_process():
+    """Keras is imported here already, so another backend needs a fresh interpreter."""
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    pytest.importorskip(other)
+    r = bench.run("se_resnet18", batch_size=1, size=64, warmup=0, iters=1, backend=other,
+                  peer=False)
+    assert r["keras"]["backend"] == other and r["peer"] is None
+    assert_timed(r["keras"])
+
+
+def test_benchmark_user_errors_are_one_line():
+    proc = senet_cli("benchmark", "--model", "se_resnet5", "--json")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Unknown model name 'se_resnet5'" in lines[0] \
+        and "se_resnet50" in lines[0], proc.stderr
+    proc = senet_cli("benchmark", "--model", "se_resnet18", "--iters", "0")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "senet benchmark: error: iters must be at least 1 (got 0)."
+
+
+def test_flops_of_a_tiny_model_by_hand():
+    """Each layer's multiply-adds, from the textbook formula, for a known small net."""
+    layers = keras.layers
+    channels_first = keras.config.image_data_format() == "channels_first"
+    inp = keras.Input((3, 8, 8) if channels_first else (8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inp)  # 8x8 out, 4 filters of 3x3x3
+    x = layers.Conv2D(8, 3, strides=2, groups=2)(x)  # 3x3 out, 8 filters of 3x3x(4/2)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(5)(x)  # 8 -> 5
+    model = keras.Model(inp, out)
+    by_hand = 8 * 8 * 4 * (3 * 3 * 3) + 3 * 3 * 8 * (3 * 3 * 2) + 5 * 8
+    assert by_hand == 8248
+    assert bench.macs(model) == by_hand
+    assert bench.flops(model) == 2 * by_hand
+    nested = keras.Sequential([keras.Input(inp.shape[1:]), model, layers.Dense(2)])
+    assert bench.macs(nested) == by_hand + 5 * 2
+
+
+def test_se_resnet50_flops_match_the_paper():
+    """Hu et al., "Squeeze-and-Excitation Networks" (CVPR 2018 / TPAMI), Table 2: SE-ResNet-50
+    costs 3.87 GFLOPs at 224x224, counting multiply-adds as the paper does (ResNet-50: 3.86)."""
+    model = senet.create_model("se_resnet50")
+    assert bench.macs(model) == pytest.approx(3.87e9, rel=0.02)
+    assert bench.flops(model) == pytest.approx(2 * 3.87e9, rel=0.02)
+
+
+def test_flops_need_a_fixed_input_size():
+    model = senet.create_model("se_resnet18", include_top=False)  # (None, None, 3) input
+    with pytest.raises(ValueError, match="fixed input_shape"):
+        bench.flops(model)
+
+
+def test_list_flops():
+    proc = senet_cli("list", "--json")
+    assert proc.returncode == 0
+    assert "gflops_224" not in json.loads(proc.stdout.splitlines()[0])  # fast by default
+    proc = senet_cli("list", "--json", "--flops")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["model"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert len(rows) == len(senet.VARIANTS)
+    assert all(r["gflops_224"] == pytest.approx(2 * r["gmacs_224"]) for r in rows.values())
+    # The same Table 2 as below: SE-ResNet-50 3.87, SE-ResNeXt-50 4.25, SE-BN-Inception 2.04.
+    for name, paper in (("se_resnet50", 3.87), ("se_resnext50_32x4d", 4.25), ("se_bn_inception", 2.04)):
+        assert rows[name]["gmacs_224"] == pytest.approx(paper, rel=0.02), name
