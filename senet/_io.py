@@ -7,6 +7,13 @@ import os
 import tempfile
 
 
+def make_readable(path):
+    """The permissions a plain write would give (temporary files and dirs start private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temporary file beside `path`; on success fsync and rename it over `path`.
@@ -33,6 +40,7 @@ def atomic_path(path, suffix=""):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".part-",
                                suffix=suffix, dir=directory)
     os.close(fd)
+    make_readable(tmp)  # mkstemp's 0600 would make every output private
     try:
         yield tmp
         os.replace(tmp, path)

@@ -31,6 +31,26 @@ def keras_name(caffe_name: str) -> str:
     return caffe_name.replace("/", "_")
 
 
+@keras.saving.register_keras_serializable(package="senet")
+class GroupedConv2D(layers.Conv2D):
+    """Conv2D (same weights) for groups > 1 that runs TensorFlow's own grouped convolution.
+
+    Keras' TensorFlow backend wraps every grouped conv in its own XLA function, a workaround
+    for old TensorFlow CPU kernels. TensorFlow 2.21's CPU kernel computes the same values
+    about twice as fast here (SE-ResNeXt-50: 19 -> 38 images/s), and the plain op exports to
+    ONNX as one grouped `Conv` (tf2onnx cannot convert the XLA function). Other backends and
+    channels_first keep Keras' own path.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() != "tensorflow" or self.data_format != "channels_last":
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        return tf.nn.convolution(inputs, kernel, strides=self.strides,
+                                 padding=self.padding.upper(), dilations=self.dilation_rate)
+
+
 def conv_bn(x, filters, kernel, name, strides=1, groups=1, relu=True, relu_name=None):
     """Conv (no bias) + BatchNorm (+ ReLU), with Caffe's symmetric padding of kernel // 2.
 
@@ -42,8 +62,9 @@ def conv_bn(x, filters, kernel, name, strides=1, groups=1, relu=True, relu_name=
         padding = "valid"
     else:
         padding = "same" if pad else "valid"  # stride 1: 'same' is symmetric, identical
-    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, groups=groups,
-                      use_bias=False, name=keras_name(name))(x)
+    conv = GroupedConv2D if groups > 1 else layers.Conv2D
+    x = conv(filters, kernel, strides=strides, padding=padding, groups=groups, use_bias=False,
+             name=keras_name(name))(x)
     x = layers.BatchNormalization(axis=channel_axis(), epsilon=BN_EPSILON,
                                   name=keras_name(name + "/bn"))(x)
     if relu:

@@ -5,21 +5,14 @@ checked after writing: the artifact is loaded by its own runtime (`tf.saved_mode
 onnxruntime, the TFLite interpreter) and its output compared with the Keras model's.
 
 SavedModel: see `write_saved_model` for why not plain `model.export`. TFLite: converted from
-that SavedModel. ONNX: `model.export(format="onnx")`, i.e. tf2onnx, with one change:
-
-Grouped convolutions (SE-ResNeXt, SENet-154): Keras' TensorFlow backend runs a grouped
-`Conv2D` inside an XLA-compiled `tf.function`, because TensorFlow's own CPU kernel for them is
-unreliable. SavedModel keeps that function and TFLite's converter inlines it, so both work as
-they are. tf2onnx cannot convert the nested function ("StatefulPartitionedCall is not
-supported") and writes an ONNX file that onnxruntime refuses; for ONNX only, grouped convs are
-therefore swapped, sharing their weights, for `PlainGroupedConv2D`, which emits TensorFlow's
-plain grouped `Conv2D` op, and tf2onnx turns that into one ONNX `Conv` with `group` set.
+that SavedModel. ONNX: `model.export(format="onnx")`, i.e. tf2onnx. Grouped convolutions
+(SE-ResNeXt, SENet-154) are `senet.blocks.GroupedConv2D`, TensorFlow's plain grouped Conv2D op,
+which every format maps to a grouped convolution (ONNX `Conv` with `group`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import importlib.util
 import os
@@ -30,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from senet._io import atomic_path
+from senet._io import atomic_path, make_readable
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 _REQUIRES = {"onnx": ("tf2onnx", "onnxruntime")}  # beyond TensorFlow; import name = pip name
@@ -62,15 +55,13 @@ def export(model, path, fmt, batch_size=None):
     """Write `model` to `path` in format `fmt`, then run the artifact and compare.
 
     `batch_size=None` exports a dynamic batch dimension. Returns a report: the path, the input
-    signature, the file size, how many grouped convs were rewritten, and the measured max
-    difference from Keras. Raises ExportError if the artifact disagrees with the model.
+    signature, the file size and the measured max difference from Keras. Raises ExportError if the artifact disagrees with the model.
     """
     check_ready(fmt)
     import tensorflow as tf
 
     spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32, name="input")
     t0 = time.perf_counter()
-    rewritten = 0
     if fmt == "savedmodel":
         with _atomic_dir(path) as tmp:
             write_saved_model(model, tmp, spec)
@@ -78,74 +69,20 @@ def export(model, path, fmt, batch_size=None):
     else:
         with atomic_path(path, suffix="." + fmt) as tmp:
             if fmt == "onnx":
-                onnx_model, rewritten = onnx_compatible(model)
                 with _tf2onnx_settings():
-                    onnx_model.export(tmp, format="onnx", input_signature=[spec], verbose=False)
+                    model.export(tmp, format="onnx", input_signature=[spec], verbose=False)
             else:
                 with open(tmp, "wb") as f:
                     f.write(_tflite_bytes(model, spec))
                     f.flush()
                     os.fsync(f.fileno())
             diff = _check(model, tmp, fmt, batch_size)
-            _readable(tmp)
     return {
         "model": model.name, "format": fmt, "path": os.fspath(path),
         "input_shape": list(spec.shape), "bytes": _size(path),
-        "grouped_convs_rewritten": rewritten, "max_abs_diff": diff,
+        "max_abs_diff": diff,
         "seconds": time.perf_counter() - t0,
     }
-
-
-# --------------------------------------------------------------------------- grouped convs
-
-
-@functools.cache
-def plain_grouped_conv2d():
-    """The `PlainGroupedConv2D` class, defined on first use: importing this module stays light."""
-    import keras
-    import tensorflow as tf
-
-    class PlainGroupedConv2D(keras.layers.Conv2D):
-        """A Conv2D whose grouped convolution is TensorFlow's plain op, not an XLA function.
-
-        For tracing only (tf2onnx maps the op to ONNX `Conv` with `group`); executing it on CPU
-        is what Keras avoids, so the model used for anything else keeps the stock layer.
-        """
-
-        def convolution_op(self, inputs, kernel):
-            return tf.nn.convolution(
-                inputs, kernel, strides=self.strides, padding=self.padding.upper(),
-                dilations=self.dilation_rate,
-                data_format="NCHW" if self.data_format == "channels_first" else "NHWC")
-
-    return PlainGroupedConv2D
-
-
-def onnx_compatible(model):
-    """(`model` with each grouped Conv2D replaced by `PlainGroupedConv2D`, how many were replaced).
-
-    The other layers are shared with `model`, not copied; the replacements get the same weights.
-    Without grouped convs, `model` itself is returned.
-    """
-    import keras
-
-    grouped = [layer for layer in model.layers
-               if isinstance(layer, keras.layers.Conv2D) and layer.groups > 1]
-    if not grouped:
-        return model, 0
-    cls = plain_grouped_conv2d()
-    replaced = {}
-
-    def clone(layer):
-        if layer not in grouped:
-            return layer
-        replaced[layer.name] = new = cls.from_config(layer.get_config())
-        return new
-
-    clone_model = keras.models.clone_model(model, clone_function=clone)
-    for layer in grouped:
-        replaced[layer.name].set_weights(layer.get_weights())
-    return clone_model, len(grouped)
 
 
 @contextlib.contextmanager
@@ -264,14 +201,6 @@ def _size(path):
     return os.path.getsize(path)
 
 
-def _readable(path):
-    """The permissions a plain write would give: temporary names are created private (0600/0700),
-    but an exported model is usually read by another user (a server)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
-
-
 @contextlib.contextmanager
 def _atomic_dir(path):
     """Yield a new directory beside `path`, swapped into place if the block succeeds.
@@ -291,7 +220,7 @@ def _atomic_dir(path):
     parent, base = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{base}.part-", dir=parent)
-    _readable(tmp)
+    make_readable(tmp)
     try:
         yield tmp
         old = None

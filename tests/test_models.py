@@ -169,3 +169,14 @@ def test_unknown_model_name_suggests_close_ones():
 def test_list_models():
     assert senet.list_models() == list(VARIANTS)
     assert len(senet.list_models()) == 10
+
+
+def test_saved_keras_model_reloads_with_grouped_convs(tmp_path):
+    model = senet.create_model("se_resnext26_32x4d", include_top=False, input_shape=(64, 64, 3))
+    assert any(type(l).__name__ == "GroupedConv2D" for l in model.layers)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    x = np.random.default_rng(4).normal(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
+                               keras.ops.convert_to_numpy(model(x)), atol=1e-5)

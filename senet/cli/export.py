@@ -31,8 +31,6 @@ def run(args):
     r = export.export(model, args.output, args.fmt, batch_size=args.batch_size)
     batch = "dynamic batch" if args.batch_size is None else f"batch {args.batch_size}"
     weights = args.weights or "random weights (no --weights)"
-    rewrite = (f"; {r['grouped_convs_rewritten']} grouped convs emitted as plain Conv2D ops"
-               if r["grouped_convs_rewritten"] else "")
     print(f"Wrote {r['path']} ({args.fmt}, {r['bytes'] / 1e6:.1f} MB): {r['model']}, {weights}, "
-          f"input {tuple(r['input_shape'])} ({batch}){rewrite}. Checked with its runtime: "
+          f"input {tuple(r['input_shape'])} ({batch}). Checked with its runtime: "
           f"max |difference| from Keras {r['max_abs_diff']:.2g}. Took {r['seconds']:.0f} s.")
