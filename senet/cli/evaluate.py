@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from senet.cli.predict import Progress, add_model_arguments, check_model_arguments, \
+from senet._progress import Progress
+from senet.cli.predict import add_model_arguments, check_model_arguments, \
     load_model, predict_batches
 
 

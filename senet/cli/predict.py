@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
+from senet._progress import Progress
 from senet.images import DEFAULT_CROP_PCT, DEFAULT_SIZE
 
 DEFAULT_MODEL = "se_resnext50_32x4d"
@@ -156,69 +156,6 @@ def predict_batches(model, paths, args):
         yield probs, ok, errors
 
 
-def _clock(seconds) -> str:
-    if seconds is None:
-        return "--:--"
-    m, s = divmod(int(seconds + 0.5), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class Progress:
-    """A progress line on stderr: redrawn in place on a terminal, else one line a minute."""
-
-    WIDTH = 24
-
-    def __init__(self, total, enabled=True, stream=None):
-        self.total, self.done, self.extra = total, 0, ""
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.live = enabled and self.stream.isatty()
-        self.start = self.last = time.monotonic()
-        self.shown = False
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate else None
-        filled = self.WIDTH * self.done // max(self.total, 1)
-        bar = ("=" * filled + (">" if filled < self.WIDTH else "")).ljust(self.WIDTH, ".")
-        return (f"[{bar}] {self.done}/{self.total}  {rate:.1f} images/s  "
-                f"ETA {_clock(eta)}{self.extra}")
-
-    def update(self, n, extra=""):
-        self.done += n
-        self.extra = extra
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.live:
-            if not self.shown or now - self.last >= 0.1 or self.done >= self.total:
-                self.stream.write("\r\033[K" + self.line())
-                self.stream.flush()
-                self.shown, self.last = True, now
-        elif now - self.last >= 60:
-            print(self.line(), file=self.stream, flush=True)
-            self.last = now
-
-    def clear(self):
-        """Remove the live line before something else is printed on the terminal."""
-        if self.live and self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self.shown = False
-
-    def note(self, message):
-        """Print a line on stderr without mixing it into the bar."""
-        self.clear()
-        print(message, file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.live and self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def run(args):
     from senet.cli import UserError
     from senet.imagenet import class_table
@@ -228,7 +165,8 @@ def run(args):
         raise UserError(f"--top must be between 1 and 1000 (got {args.top}).")
     model, order = load_model(args)
     table = class_table(order)
-    progress = Progress(len(args.images), enabled=len(args.images) > args.batch_size)
+    # A bar only when there is more than one batch to wait for.
+    progress = Progress(len(args.images), live=None if len(args.images) > args.batch_size else False)
     failed = 0
     first = True
     for probs, ok, errors in predict_batches(model, args.images, args):

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import http.client
 import os
-import shutil
 import socket
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from senet._io import atomic_path
+from senet._progress import Progress
 
 __all__ = [
     "DownloadError",
@@ -159,88 +159,6 @@ def _file_lock(lock_path: Path, label: str, announce: bool):
             msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
 
 
-# --------------------------------------------------------------------------- progress
-
-
-class _Progress:
-    """Download progress on stderr.
-
-    progress=True: a single live line (\\r-updated) when stderr is a terminal; otherwise
-    (logs, CI) just one line at the start and one at the end. progress="always": the live
-    line even when stderr is not a terminal. progress=False: silent.
-    """
-
-    def __init__(self, mode, name: str, source: str, total: int | None):
-        stream = sys.stderr
-        tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.enabled = bool(mode)
-        self.live = mode == "always" or (bool(mode) and tty)
-        self.name, self.total, self.stream = name, total, stream
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.width = 0
-        if self.enabled and not self.live:
-            size = f" ({_mb(total)} MB)" if total is not None else ""
-            self._write(f"Downloading {name} from {source}{size} ...\n")
-
-    def _write(self, text: str):
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):
-            self.enabled = False
-
-    def update(self, done: int, final: bool = False):
-        if not (self.enabled and self.live):
-            return
-        now = time.monotonic()
-        if not final and now - self.last < 0.1:
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-6)
-        rate = done / elapsed
-        speed = f"{rate / 1e6:6.1f} MB/s"
-        if self.total:
-            frac = min(done / self.total, 1.0)
-            eta = _clock((self.total - done) / rate) if rate > 0 else "--:--"
-            bar = "#" * int(frac * 20)
-            body = (f"[{bar:<20}] {frac:4.0%} {_mb(done)}/{_mb(self.total)} MB "
-                    f"{speed} ETA {eta}")
-        else:
-            body = f"{_mb(done)} MB {speed}"
-        columns = shutil.get_terminal_size((80, 20)).columns - 1
-        name = self.name
-        room = columns - len(body) - 2
-        if room < len(name):
-            name = name[:max(room - 3, 0)] + "..." if room > 3 else ""
-        line = f"{name}  {body}" if name else body
-        pad = max(self.width - len(line), 0)
-        self.width = len(line)
-        self._write("\r" + line + " " * pad)
-
-    def close(self, done: int, ok: bool):
-        if not self.enabled:
-            return
-        if self.live:
-            if ok:
-                self.update(done, final=True)
-            self._write("\n")
-        elif ok:
-            elapsed = time.monotonic() - self.start
-            self._write(f"Downloaded {self.name}: {_mb(done)} MB in {elapsed:.1f} s.\n")
-
-
-def _mb(n: int | None) -> str:
-    return f"{(n or 0) / 1e6:.1f}"
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 # --------------------------------------------------------------------------- fetching
 
 
@@ -318,7 +236,13 @@ def _download(source: str, is_local: bool, target: Path, prefix: str, progress,
         stream, total = _open(source, is_local)
     except (OSError, ValueError, http.client.HTTPException) as e:
         raise fail(_reason(e)) from e
-    bar = _Progress(progress, name, source, total)
+    # progress=True: a live line on a terminal, else a line at the start and at the end;
+    # "always": the live line anyway; False: silent.
+    bar = Progress(total, unit="MB", scale=1e6, label=name, live=True if progress == "always"
+                   else None) if progress else None
+    if bar and not bar.live:
+        size = f" ({total / 1e6:.1f} MB)" if total is not None else ""
+        bar.note(f"Downloading {name} from {source}{size} ...")
     done = 0
     ok = False
     try:
@@ -340,7 +264,8 @@ def _download(source: str, is_local: bool, target: Path, prefix: str, progress,
                                       "SENET_HOME to another directory.") from e
                     h.update(chunk)
                     done += len(chunk)
-                    bar.update(done)
+                    if bar:
+                        bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             if total is not None and done != total:
@@ -355,7 +280,11 @@ def _download(source: str, is_local: bool, target: Path, prefix: str, progress,
                     f"try again, or check SENET_WEIGHTS_MIRROR.")
             ok = True
     finally:
-        bar.close(done, ok)
+        if bar:
+            bar.close()
+            if ok and not bar.live:
+                bar.note(f"Downloaded {name}: {done / 1e6:.1f} MB in "
+                         f"{time.monotonic() - bar.start:.1f} s.")
 
 
 def fetch(url: str, sha256_prefix: str, *, file_name: str | None = None,
