@@ -24,17 +24,13 @@ import time
 
 import numpy as np
 
+from senet.variants import VARIANTS
+
 BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 FLOPS_CONVENTION = "GFLOPs = 2 x multiply-adds of Conv2D and Dense layers / 1e9, per image"
 # timm's implementations of the same architectures (no SE-BN-Inception there).
-TIMM_PEERS = {
-    "se_resnet18": "legacy_seresnet18", "se_resnet34": "legacy_seresnet34",
-    "se_resnet50": "legacy_seresnet50", "se_resnet101": "legacy_seresnet101",
-    "se_resnet152": "legacy_seresnet152", "se_resnext26_32x4d": "legacy_seresnext26_32x4d",
-    "se_resnext50_32x4d": "legacy_seresnext50_32x4d",
-    "se_resnext101_32x4d": "legacy_seresnext101_32x4d", "senet154": "legacy_senet154",
-}
+TIMM_PEERS = {v.name: v.timm for v in VARIANTS.values() if v.timm}
 
 
 class ChildError(RuntimeError):

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-TIMM_NAMES = {
-    "se_resnet18": "legacy_seresnet18", "se_resnet34": "legacy_seresnet34",
-    "se_resnet50": "legacy_seresnet50", "se_resnet101": "legacy_seresnet101",
-    "se_resnet152": "legacy_seresnet152", "se_resnext26_32x4d": "legacy_seresnext26_32x4d",
-    "se_resnext50_32x4d": "legacy_seresnext50_32x4d",
-    "se_resnext101_32x4d": "legacy_seresnext101_32x4d", "senet154": "legacy_senet154",
-}
+from senet.variants import VARIANTS
+
+TIMM_NAMES = {v.name: v.timm for v in VARIANTS.values() if v.timm}
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
