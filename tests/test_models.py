@@ -180,3 +180,14 @@ def test_saved_keras_model_reloads_with_grouped_convs(tmp_path):
     x = np.random.default_rng(4).normal(size=(1, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
                                keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+
+
+def test_keras_weights_file_from_save_weights_loads(tmp_path):
+    """A file from `model.save_weights` (e.g. after fine-tuning) is a valid `weights=`."""
+    model = senet.SEResNet18(classes=7, input_shape=(64, 64, 3))
+    path = str(tmp_path / "tuned.weights.h5")
+    model.save_weights(path)
+    again = senet.SEResNet18(classes=7, input_shape=(64, 64, 3), weights=path)
+    x = np.random.default_rng(5).normal(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
+                               keras.ops.convert_to_numpy(model(x)), atol=1e-6)
