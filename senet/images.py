@@ -29,8 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from senet.variants import DEFAULT_SIZE
+
 MIN_SIDE = 8
-DEFAULT_SIZE = 224
 DEFAULT_CROP_PCT = 0.875  # 224 of 256: the SENet paper's and timm's evaluation crop
 # Extensions that directory listings treat as images (`senet evaluate`); files given by
 # name are opened whatever their extension.

@@ -12,10 +12,8 @@ import keras
 from keras import layers
 
 from senet import blocks, imagenet
-from senet.variants import INCEPTION_MODULES, VARIANTS, Variant, get_variant
+from senet.variants import DEFAULT_SIZE, INCEPTION_MODULES, MIN_SIZE, VARIANTS, Variant, get_variant
 
-DEFAULT_SIZE = 224
-MIN_SIZE = 32
 FEATURE_STRIDES = (4, 8, 16, 32)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 # Official Caffe ImageNet evaluation: BGR, 0-255, minus this mean, no std.
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
+DEFAULT_SIZE = 224  # the ImageNet input (and evaluation crop) of every published model
+MIN_SIZE = 32  # the smallest input side: stride 32 leaves one pixel
 TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
 
 

@@ -75,22 +75,34 @@ def test_bad_inputs_get_one_line_and_leave_nothing(caffemodel, tmp_path):
     assert leftovers == sorted(["notes.caffemodel", "cut.caffemodel", "SE-ResNeXt-50.caffemodel"])
 
 
-def test_batchnorm_eps_from_the_prototxt(caffemodel, tmp_path):
-    """A prototxt eps other than 1e-5 is honoured exactly (OpenCV reads the same prototxt)."""
-    import keras
-    import senet
-    from senet.imagenet import devkit_to_sorted
-    from senet.weights.convert import convert
-
-    text = open(PROTO).read().replace("use_global_stats: true", "use_global_stats: true\n    eps: 0.001")
+def _eps_case(caffemodel, tmp_path, seed):
+    """(prototxt with eps 1e-3 on every BatchNorm, input, OpenCV's logits with that eps)."""
+    text = open(PROTO).read().replace("use_global_stats: true",
+                                      "use_global_stats: true\n    eps: 0.001")
     proto = tmp_path / "eps.prototxt"
     proto.write_text(text)
-    x = np.random.default_rng(0).normal(0, 50, (1, 224, 224, 3)).astype("float32")
+    x = np.random.default_rng(seed).normal(0, 50, (1, 224, 224, 3)).astype("float32")
     logits_cv, _ = ref.opencv_forward(proto, caffemodel, x.transpose(0, 3, 1, 2))
+    return proto, x, logits_cv
+
+
+def _converted_logits(src, x, tmp_path, **kwargs):
+    import keras
+    import senet
+    from senet.weights.convert import convert
+
     out = tmp_path / "eps.weights.h5"
-    convert(caffemodel, "se_resnet50", out, prototxt=proto)
-    logits = keras.ops.convert_to_numpy(
-        senet.SEResNet50(weights=str(out), classifier_activation=None)(x))
+    convert(src, "se_resnet50", out, **kwargs)
+    model = senet.SEResNet50(weights=str(out), classifier_activation=None)
+    return keras.ops.convert_to_numpy(model(x))
+
+
+def test_batchnorm_eps_from_the_prototxt(caffemodel, tmp_path):
+    """A prototxt eps other than 1e-5 is honoured exactly (OpenCV reads the same prototxt)."""
+    from senet.imagenet import devkit_to_sorted
+
+    proto, x, logits_cv = _eps_case(caffemodel, tmp_path, seed=0)
+    logits = _converted_logits(caffemodel, x, tmp_path, prototxt=proto)
     assert np.abs(logits - logits_cv[:, devkit_to_sorted()]).max() <= 1e-4
     default_logits, _ = ref.opencv_forward(PROTO, caffemodel, x.transpose(0, 3, 1, 2))
     assert np.abs(default_logits - logits_cv).max() > 1e-3  # the eps really matters here
@@ -98,11 +110,8 @@ def test_batchnorm_eps_from_the_prototxt(caffemodel, tmp_path):
 
 def test_batchnorm_eps_recorded_in_the_caffemodel(caffemodel, tmp_path):
     """Without a prototxt, the eps the caffemodel records for a layer is used."""
-    import keras
-    import senet
     from senet.imagenet import devkit_to_sorted
     from senet.weights.caffe import read_caffemodel, write_caffemodel
-    from senet.weights.convert import convert
 
     layers = read_caffemodel(caffemodel)
     for l in layers:
@@ -112,13 +121,6 @@ def test_batchnorm_eps_recorded_in_the_caffemodel(caffemodel, tmp_path):
     write_caffemodel(with_eps, layers)
     assert {l.bn_eps for l in read_caffemodel(with_eps) if l.type == "BatchNorm"} == {
         np.float32(0.001)}
-    text = open(PROTO).read().replace("use_global_stats: true", "use_global_stats: true\n    eps: 0.001")
-    proto = tmp_path / "eps.prototxt"
-    proto.write_text(text)
-    x = np.random.default_rng(1).normal(0, 50, (1, 224, 224, 3)).astype("float32")
-    logits_cv, _ = ref.opencv_forward(proto, caffemodel, x.transpose(0, 3, 1, 2))
-    out = tmp_path / "eps.weights.h5"
-    convert(with_eps, "se_resnet50", out)
-    logits = keras.ops.convert_to_numpy(
-        senet.SEResNet50(weights=str(out), classifier_activation=None)(x))
+    _, x, logits_cv = _eps_case(caffemodel, tmp_path, seed=1)
+    logits = _converted_logits(with_eps, x, tmp_path)
     assert np.abs(logits - logits_cv[:, devkit_to_sorted()]).max() <= 1e-4

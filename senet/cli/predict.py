@@ -13,10 +13,10 @@ import sys
 import numpy as np
 
 from senet._progress import Progress
-from senet.images import DEFAULT_CROP_PCT, DEFAULT_SIZE
+from senet.images import DEFAULT_CROP_PCT
+from senet.variants import DEFAULT_SIZE, MIN_SIZE
 
 DEFAULT_MODEL = "se_resnext50_32x4d"
-MIN_INPUT = 32  # the models' smallest input (senet.models.MIN_SIZE, without importing Keras)
 
 
 def add_model_arguments(p):
@@ -57,8 +57,8 @@ def check_model_arguments(args):
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size}).")
-    if args.size < MIN_INPUT:
-        raise UserError(f"--size must be at least {MIN_INPUT} px (got {args.size}).")
+    if args.size < MIN_SIZE:
+        raise UserError(f"--size must be at least {MIN_SIZE} px (got {args.size}).")
     if not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct:g}); 0.875 is the "
                         "usual 224-of-256 crop, 1 resizes the shorter side to --size.")
