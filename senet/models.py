@@ -76,11 +76,6 @@ def _check_arguments(include_top, weights, input_tensor, input_shape, pooling,
             raise ValueError(
                 f"Input {label} must be at least {MIN_SIZE} px; input_shape={input_shape} "
                 f"({keras.config.image_data_format()}) has {label} {dim}.")
-    if include_top and weights == "imagenet" and (h, w) != (DEFAULT_SIZE, DEFAULT_SIZE):
-        raise ValueError(
-            "When setting `include_top=True` and loading 'imagenet' weights, the input must be "
-            f"{DEFAULT_SIZE}x{DEFAULT_SIZE}. Received: input_shape={input_shape}. "
-            "Use include_top=False for other sizes.")
     return input_shape
 
 
@@ -178,7 +173,7 @@ Args:
     input_tensor: optional Keras tensor (output of `keras.Input()`) to use as image input.
     input_shape: optional shape tuple, (224, 224, 3) by default with `include_top=True`
         ((3, 224, 224) with channels_first). Height and width of at least 32 px; any size,
-        non-square included, with `include_top=False`.
+        non-square included (the head pools globally, so the classifier works at any size).
     pooling: with `include_top=False`, `None` (4D output of the last stage), `"avg"` or
         `"max"` (global pooling, 2D output).
     classes: number of classes, when `include_top=True` and no pretrained weights are loaded.

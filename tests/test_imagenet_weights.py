@@ -62,6 +62,10 @@ def test_download_convert_cache_and_reuse(published, checkpoint, server, home):
     server.stop()  # the second call needs no network: converted file from the cache
     again = senet.create_model(NAME, weights="imagenet", classifier_activation=None)
     np.testing.assert_allclose(logits_of(again), logits_of(model), atol=1e-6)
+    # The head pools globally, so the classifier runs at other sizes too (as timm's does).
+    small = senet.create_model(NAME, weights="imagenet", input_shape=(160, 160, 3))
+    probs = small.predict(senet.preprocess_input(rgb_images(1, 160)), verbose=0)
+    assert probs.shape == (1, 1000) and np.isclose(probs.sum(), 1, atol=1e-5)
 
 
 def test_damaged_converted_cache_is_rebuilt(published, checkpoint, server, home):

@@ -102,21 +102,15 @@ def load_model(args):
     import keras
 
     from senet.models import create_model
-    from senet.variants import get_variant
     from senet.weights.hub import DownloadError
 
-    weights = args.weights
-    if weights == "imagenet":  # as a file, so that any --size works with it
-        from senet.weights.pretrained import imagenet_weights
-
-        try:
-            weights = imagenet_weights(get_variant(args.model))[0]
-        except DownloadError as err:
-            raise UserError(_download_failed(err, args.model)) from None
     s = args.size
     channels_first = keras.config.image_data_format() == "channels_first"
-    model = create_model(args.model, weights=weights,
-                         input_shape=(3, s, s) if channels_first else (s, s, 3))
+    try:
+        model = create_model(args.model, weights=args.weights,
+                             input_shape=(3, s, s) if channels_first else (s, s, 3))
+    except DownloadError as err:
+        raise UserError(_download_failed(err, args.model)) from None
     classes = model.output_shape[-1]
     if classes != 1000:
         raise UserError(f"{args.weights}: the classifier has {classes} classes; this command "

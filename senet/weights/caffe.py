@@ -184,6 +184,15 @@ def _unpacked_floats(buf, pos, end):
     return values, pos + 5 * count - 1
 
 
+def _packed(buf, span, dtype, what):
+    """A packed repeated float/double field as a view of the file's bytes (no copy)."""
+    start, stop = span
+    size = np.dtype(dtype).itemsize
+    if (stop - start) % size:
+        raise _Malformed(f"packed {what} data of {stop - start} bytes, not a multiple of {size}")
+    return np.frombuffer(buf, dtype, count=(stop - start) // size, offset=start)
+
+
 def _parse_blob(buf, span):
     """BlobProto -> float32 array with its shape (legacy 4-D shapes kept 4-D)."""
     pos, end = span
@@ -194,12 +203,7 @@ def _parse_blob(buf, span):
         number, wire, value, pos = _field(buf, pos, end)
         if number == _BLOB_DATA:
             if wire == _WIRE_BYTES:
-                start, stop = value
-                if (stop - start) % 4:
-                    raise _Malformed(f"packed float data of {stop - start} bytes, not a "
-                                     "multiple of 4")
-                data.append(np.frombuffer(buf, "<f4", count=(stop - start) // 4,
-                                          offset=start))
+                data.append(_packed(buf, value, "<f4", "float"))
             elif wire == _WIRE_FIXED32:
                 values, pos = _unpacked_floats(buf, value[0], end)
                 data.append(values)
@@ -207,12 +211,7 @@ def _parse_blob(buf, span):
                 _expect_wire("the blob's data", wire, _WIRE_BYTES, _WIRE_FIXED32)
         elif number == _BLOB_DOUBLE_DATA:
             if wire == _WIRE_BYTES:
-                start, stop = value
-                if (stop - start) % 8:
-                    raise _Malformed(f"packed double data of {stop - start} bytes, not a "
-                                     "multiple of 8")
-                doubles.append(np.frombuffer(buf, "<f8", count=(stop - start) // 8,
-                                             offset=start))
+                doubles.append(_packed(buf, value, "<f8", "double"))
             elif wire == _WIRE_FIXED64:
                 doubles.append(np.frombuffer(buf, "<f8", count=1, offset=value[0]))
             else:
