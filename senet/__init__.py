@@ -9,6 +9,8 @@ Keras (and its backend) is imported on first use of a model function, so that li
 (`senet list`, reading weight files) start fast.
 """
 
+from senet.catalogue import CATALOGUE, Pretrained
+from senet.errors import SenetError
 from senet.variants import VARIANTS, Variant, get_variant
 
 __version__ = "0.1.0"
@@ -17,11 +19,11 @@ _LAZY = {
     "build": "senet.models", "create_model": "senet.models", "list_models": "senet.models",
     "FEATURE_STRIDES": "senet.models",
     "preprocess_input": "senet.imagenet", "decode_predictions": "senet.imagenet",
-    "convert": "senet.weights.convert",
-    **{v.constructor: "senet.models" for v in VARIANTS.values()},
+    "convert": "senet.conversion",
+    **{v.constructor: "senet.models" for v in VARIANTS.values() if v.constructor},
 }
 
-__all__ = ["VARIANTS", "Variant", "get_variant", *_LAZY]
+__all__ = ["VARIANTS", "Variant", "get_variant", "CATALOGUE", "Pretrained", "SenetError", *_LAZY]
 
 
 def __getattr__(name):

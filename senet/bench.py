@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from senet.errors import ArgumentError
 from senet.variants import VARIANTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -84,7 +85,7 @@ def _per_image(layer):
     """Elements of one image's output of `layer`."""
     shape = layer.output.shape[1:]
     if any(d is None for d in shape):
-        raise ValueError(f"Cannot count FLOPs: layer {layer.name!r} has output shape {shape}; "
+        raise ArgumentError(f"Cannot count FLOPs: layer {layer.name!r} has output shape {shape}; "
                          "build the model with a fixed input_shape.")
     return math.prod(shape)
 
@@ -174,13 +175,13 @@ def run(name, batch_size=8, size=224, warmup=3, iters=10, precision="float32", b
 
     name = get_variant(name).name
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise ArgumentError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+        raise ArgumentError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     for label, value, least in (("batch_size", batch_size, 1), ("iters", iters, 1),
                                 ("warmup", warmup, 0), ("size", size, 32)):
         if value < least:
-            raise ValueError(f"{label} must be at least {least} (got {value}).")
+            raise ArgumentError(f"{label} must be at least {least} (got {value}).")
     settings = {"batch_size": batch_size, "size": size, "warmup": warmup, "iters": iters,
                 "precision": precision}
     args = {"name": name, **settings}

@@ -1,11 +1,12 @@
-"""Building blocks of the SENet family: conv+BN, the SE gate, residual units, Inception modules.
+"""Building blocks of the SE family: conv+BN, the SE gate, stems, residual units, Inception modules.
 
 Layer names are the official Caffe layer names with '/' replaced by '_' (Keras forbids '/'),
 so `conv2_1_1x1_reduce/bn` (+ its `.../bn/scale`) is the BatchNormalization layer
-`conv2_1_1x1_reduce_bn`. Weight converters rely on this.
+`conv2_1_1x1_reduce_bn`; timm's modern nets use the same names for the same roles. Weight
+converters rely on this (see `senet.variants.layer names`).
 
-Padding is explicit (ZeroPadding2D + 'valid') wherever Caffe's symmetric padding differs from
-Keras' 'same' (strided convs), and max pools use Caffe's ceil rounding (see `ceil_max_pool`).
+Padding is explicit (ZeroPadding2D + 'valid') wherever Caffe's and PyTorch's symmetric padding
+differs from Keras' 'same' (strided convs), so every backend computes the reference's windows.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from senet.variants import SE_REDUCTION
+from senet.variants import Variant, keras_name, stem_convs, unit_convs
 
-BN_EPSILON = 1e-5  # Caffe's BatchNorm default, used by every official SENet
+BN_EPSILON = 1e-5  # Caffe's and PyTorch's BatchNorm default, used by every published SE net
+# Keras' default momentum is 0.99; PyTorch's 0.1 (timm, the reference trainer) is Keras' 0.9.
+BN_MOMENTUM = 0.9
 
 
 def channel_axis() -> int:
@@ -24,11 +27,6 @@ def channel_axis() -> int:
 
 def channels(x) -> int:
     return x.shape[channel_axis()]
-
-
-def keras_name(caffe_name: str) -> str:
-    """The Keras layer name of an official Caffe layer name."""
-    return caffe_name.replace("/", "_")
 
 
 @keras.saving.register_keras_serializable(package="senet")
@@ -51,8 +49,13 @@ class GroupedConv2D(layers.Conv2D):
                                  padding=self.padding.upper(), dilations=self.dilation_rate)
 
 
+def batch_norm(x, name):
+    return layers.BatchNormalization(axis=channel_axis(), epsilon=BN_EPSILON,
+                                     momentum=BN_MOMENTUM, name=keras_name(name))(x)
+
+
 def conv_bn(x, filters, kernel, name, strides=1, groups=1, relu=True, relu_name=None):
-    """Conv (no bias) + BatchNorm (+ ReLU), with Caffe's symmetric padding of kernel // 2.
+    """Conv (no bias) + BatchNorm (+ ReLU), with symmetric padding of kernel // 2.
 
     `name` is the Caffe conv name; the BN is `name/bn`, the ReLU `relu_name` or `name/relu`.
     """
@@ -65,85 +68,105 @@ def conv_bn(x, filters, kernel, name, strides=1, groups=1, relu=True, relu_name=
     conv = GroupedConv2D if groups > 1 else layers.Conv2D
     x = conv(filters, kernel, strides=strides, padding=padding, groups=groups, use_bias=False,
              name=keras_name(name))(x)
-    x = layers.BatchNormalization(axis=channel_axis(), epsilon=BN_EPSILON,
-                                  name=keras_name(name + "/bn"))(x)
+    x = batch_norm(x, name + "/bn")
     if relu:
         x = layers.ReLU(name=keras_name(relu_name or name + "/relu"))(x)
     return x
 
 
-def ceil_max_pool(x, name, pool_size=3, strides=2):
-    """Caffe's max pool without padding, which rounds the output size up.
+def max_pool(x, name, mode):
+    """The stem's 3x3/2 max pool, after a ReLU (so zeros are safe padding).
 
-    Padding strides-1 zeros after, then a 'valid' pool, gives ceil((in - k) / s) + 1 outputs,
-    Caffe's size for every input (for odd sizes 'same' would give one more). Zeros are safe
-    padding because every such pool in SENet follows a ReLU.
+    "ceil" is Caffe's: no padding, output size rounded up (one zero row/column after gives
+    ceil((in - 3) / 2) + 1 windows, Caffe's size for every input). "pad" is PyTorch's
+    MaxPool2d(3, 2, padding=1).
     """
-    x = layers.ZeroPadding2D(((0, strides - 1), (0, strides - 1)), name=keras_name(name) + "_pad")(x)
-    return layers.MaxPooling2D(pool_size, strides=strides, name=keras_name(name))(x)
+    pad = ((0, 1), (0, 1)) if mode == "ceil" else 1
+    x = layers.ZeroPadding2D(pad, name=keras_name(name) + "_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, name=keras_name(name))(x)
 
 
-def se_gate(x, prefix):
-    """Squeeze-and-excitation: global average pool, 1x1 down (C/16) + ReLU, 1x1 up, sigmoid.
+def se_gate(x, prefix, width):
+    """Squeeze-and-excitation: global average pool, 1x1 down (`width`) + ReLU, 1x1 up, sigmoid.
 
     Returns the (N, 1, 1, C) gate; the caller scales its branch by it. Names follow the
     official `<prefix>_global_pool`, `_1x1_down`, `_1x1_up`, `_prob`.
     """
-    c = channels(x)
     g = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_global_pool")(x)
-    g = layers.Conv2D(c // SE_REDUCTION, 1, name=f"{prefix}_1x1_down")(g)
+    g = layers.Conv2D(width, 1, name=f"{prefix}_1x1_down")(g)
     g = layers.ReLU(name=f"{prefix}_1x1_down_relu")(g)
-    g = layers.Conv2D(c, 1, name=f"{prefix}_1x1_up")(g)
+    g = layers.Conv2D(channels(x), 1, name=f"{prefix}_1x1_up")(g)
     return layers.Activation("sigmoid", name=f"{prefix}_prob")(g)
 
 
-def stem(x, variant):
-    """conv1 (one 7x7/2, or SENet-154's three 3x3 convs) and the 3x3/2 ceil max pool."""
-    if variant.stem == "3x3":
-        x = conv_bn(x, 64, 3, "conv1_1/3x3_s2", strides=2, relu_name="conv1_1/relu_3x3_s2")
-        x = conv_bn(x, 64, 3, "conv1_2/3x3", relu_name="conv1_2/relu_3x3")
-        x = conv_bn(x, 128, 3, "conv1_3/3x3", relu_name="conv1_3/relu_3x3")
+def stem(x, variant: Variant):
+    """conv1 (one 7x7/2, or three 3x3 convs, the first /2) and the stride-2 pool."""
+    names = stem_convs(variant)
+    if len(names) == 3:
+        relus = ["conv1_1/relu_3x3_s2", "conv1_2/relu_3x3", "conv1_3/relu_3x3"]
+        for i, (name, width) in enumerate(zip(names, variant.stem)):
+            x = conv_bn(x, width, 3, name, strides=2 if i == 0 else 1, relu_name=relus[i])
     else:
         relu = "conv1/relu_7x7" if variant.family == "inception" else "conv1/relu_7x7_s2"
-        x = conv_bn(x, 64, 7, "conv1/7x7_s2", strides=2, relu_name=relu)
-    return ceil_max_pool(x, "pool1/3x3_s2")
+        x = conv_bn(x, variant.stem[0], 7, names[0], strides=2, relu_name=relu)
+    if variant.stem_pool == "avg":
+        return layers.AveragePooling2D(2, name="pool1_2x2_s2")(x)
+    return max_pool(x, "pool1/3x3_s2", variant.stem_pool)
 
 
-def residual_unit(x, variant, stage, unit, widths, strides):
+def _shortcut(x, variant, p, out, strides):
+    """The projection shortcut of unit `p`: a (strided) conv + BN, or a 2x2 average pool first."""
+    if variant.shortcut == "avg":
+        if strides > 1:
+            # PyTorch's AvgPool2d(2, ceil_mode=True, count_include_pad=False): Keras' 'same'
+            # pads the odd edge after and leaves the padding out of the average, the same.
+            x = layers.AveragePooling2D(2, strides=strides, padding="same",
+                                        name=f"{p}_1x1_proj_pool")(x)
+        return conv_bn(x, out, 1, f"{p}_1x1_proj", relu=False)
+    k = variant.proj_kernel if strides > 1 else 1
+    return conv_bn(x, out, k, f"{p}_1x1_proj", strides=strides, relu=False)
+
+
+def residual_unit(x, variant: Variant, stage, unit, widths, strides):
     """One SE residual unit `conv<stage>_<unit>`: branch, SE gate, shortcut, add, ReLU.
 
     Bottleneck branch: 1x1_reduce, 3x3 (grouped), 1x1_increase; basic branch: 3x3a, 3x3b.
-    The stride sits on the 1x1_reduce (SE-ResNet) or on the 3x3 (SE-ResNeXt, SENet-154,
-    basic blocks). The projection shortcut exists where the shape changes.
+    The stride sits on the 1x1_reduce (Caffe SE-ResNet) or on the first 3x3; anti-aliased
+    nets run that 3x3 at stride 1 and pool 2x2/2 after it.
     """
     p = f"conv{stage}_{unit}"
     out = widths[-1]
+    names = [p + s for s in unit_convs(variant)]
+    aa = variant.anti_alias and strides > 1
+    conv_stride = 1 if aa else strides
     if variant.block == "basic":
-        y = conv_bn(x, widths[0], 3, f"{p}_3x3a", strides=strides)
-        # timm's SEResNetBlock (the only published weights) applies a ReLU here, before SE.
-        y = conv_bn(y, widths[1], 3, f"{p}_3x3b")
+        y = conv_bn(x, widths[0], 3, names[0], strides=conv_stride)
+        if aa:
+            y = layers.AveragePooling2D(2, name=f"{names[0]}_aa")(y)
+        y = conv_bn(y, widths[1], 3, names[1], relu=variant.relu_before_se)
     else:
         on_1x1 = variant.stride_on == "1x1"
-        y = conv_bn(x, widths[0], 1, f"{p}_1x1_reduce", strides=strides if on_1x1 else 1)
-        y = conv_bn(y, widths[1], 3, f"{p}_3x3", strides=1 if on_1x1 else strides,
+        y = conv_bn(x, widths[0], 1, names[0], strides=strides if on_1x1 else 1)
+        y = conv_bn(y, widths[1], 3, names[1], strides=1 if on_1x1 else conv_stride,
                     groups=variant.groups)
-        y = conv_bn(y, out, 1, f"{p}_1x1_increase", relu=False)
-    y = layers.Multiply(name=f"{p}_scale")([y, se_gate(y, p)])
+        if aa:
+            y = layers.AveragePooling2D(2, name=f"{names[1]}_aa")(y)
+        y = conv_bn(y, out, 1, names[2], relu=False)
+    y = layers.Multiply(name=f"{p}_scale")([y, se_gate(y, p, variant.se_width(out))])
 
     shortcut = x
     if strides != 1 or channels(x) != out:
-        k = variant.proj_kernel_from_stage3 if stage >= 3 else 1
-        shortcut = conv_bn(x, out, k, f"{p}_1x1_proj", strides=strides, relu=False)
+        shortcut = _shortcut(x, variant, p, out, strides)
     y = layers.Add(name=p)([y, shortcut])
     return layers.ReLU(name=f"{p}_relu")(y)
 
 
-def residual_stages(x, variant):
+def residual_stages(x, variant: Variant):
     """conv2..conv5; returns the output of each stage (strides 4, 8, 16, 32)."""
     features = []
     for i, depth in enumerate(variant.depths):
         stage = i + 2
-        widths = tuple(w * 2**i for w in variant.widths)
+        widths = variant.stage_widths(i)
         for unit in range(1, depth + 1):
             strides = 2 if (unit == 1 and stage > 2) else 1
             x = residual_unit(x, variant, stage, unit, widths, strides)
@@ -183,7 +206,7 @@ def inception_module(x, spec):
             b = layers.MaxPooling2D(3, strides=1, padding="same", name=keras_name(f"{p}/pool"))(x)
         branches.append(conv_bn(b, nproj, 1, f"{p}/pool_proj", relu_name=f"{p}/relu_pool_proj"))
     y = layers.Concatenate(axis=channel_axis(), name=keras_name(f"{p}/concat"))(branches)
-    return layers.Multiply(name=keras_name(f"{p}/output"))([y, se_gate(y, p)])
+    return layers.Multiply(name=keras_name(f"{p}/output"))([y, se_gate(y, p, channels(y) // 16)])
 
 
 def inception_body(x, modules):
@@ -191,7 +214,7 @@ def inception_body(x, modules):
     x = conv_bn(x, 64, 1, "conv2/3x3_reduce", relu_name="conv2/relu_3x3_reduce")
     x = conv_bn(x, 192, 3, "conv2/3x3", relu_name="conv2/relu_3x3")
     features = [x]
-    x = ceil_max_pool(x, "pool2/3x3_s2")
+    x = max_pool(x, "pool2/3x3_s2", "ceil")
     for spec in modules:
         if spec[1] == 0:  # a grid reduction: the map before it is a feature level
             features.append(x)

@@ -24,14 +24,11 @@ import warnings
 import numpy as np
 
 from senet._io import atomic_path, make_readable
+from senet.errors import ExportError, MissingDependencyError
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 _REQUIRES = {"onnx": ("tf2onnx", "onnxruntime")}  # beyond TensorFlow; import name = pip name
 TOLERANCE = 1e-4  # max |artifact - Keras|, relative to the output's scale when that exceeds 1
-
-
-class ExportError(ValueError):
-    """An export that cannot be done or whose artifact does not reproduce the model."""
 
 
 def check_ready(fmt):
@@ -40,8 +37,8 @@ def check_ready(fmt):
         raise ExportError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     missing = [name for name in _REQUIRES.get(fmt, ()) if importlib.util.find_spec(name) is None]
     if missing:
-        raise ExportError(f"{fmt} export needs {' and '.join(missing)}: "
-                          f"pip install {' '.join(missing)}")
+        raise MissingDependencyError(f"{fmt} export needs {' and '.join(missing)}: "
+                                     f"pip install 'senet[onnx]'")
     import keras
 
     if keras.backend.backend() != "tensorflow":

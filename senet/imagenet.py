@@ -1,4 +1,5 @@
-"""ImageNet class tables, the input convention of every SENet model, and decoding.
+"""Class tables (ImageNet-1k in two orders, timm's ImageNet-12k, a dataset's own names), the input
+convention of every SE model, and decoding.
 
 Every model this package builds takes the official Caffe input: BGR, 0-255, minus the mean
 (104, 117, 123), no std. Weights trained with another convention (timm's RGB mean/std) get
@@ -12,9 +13,11 @@ from importlib import resources
 
 import numpy as np
 
+from senet.errors import ArgumentError
 from senet.variants import CAFFE_MEAN_BGR
 
 CLASS_ORDERS = ("sorted", "devkit")
+CLASS_SETS = {"imagenet-1k": 1000, "imagenet-12k": 11821}
 
 # Input conventions of the published weights: channel order, scale to apply to 0-255 pixels,
 # then mean and std in that scale. "caffe" is the models' own input.
@@ -26,20 +29,42 @@ CONVENTIONS = {
 
 
 def _read(name):
-    return resources.files("senet").joinpath("data", name).read_text().splitlines()
+    return resources.files("senet").joinpath("data", name).read_text(encoding="utf-8").splitlines()
 
 
 @functools.cache
 def class_table(order: str = "sorted") -> tuple[tuple[str, str], ...]:
     """(wnid, name) of the 1000 ILSVRC2012 classes in `order` ('sorted' or 'devkit')."""
     if order not in CLASS_ORDERS:
-        raise ValueError(f"Unknown class order {order!r}; use 'sorted' or 'devkit'.")
+        raise ArgumentError(f"Unknown class order {order!r}; use 'sorted' or 'devkit'.")
     sorted_rows = [line.split(" ", 1) for line in _read("synset_words_sorted.txt") if line]
     table = tuple((w, n.split(",")[0].strip()) for w, n in sorted_rows)
     if order == "sorted":
         return table
     names = dict(table)
     return tuple((w, names[w]) for w in (l.strip() for l in _read("synsets_devkit_order.txt")) if w)
+
+
+@functools.cache
+def imagenet12k_table() -> tuple[tuple[str, str], ...]:
+    """(wnid, name) of timm's 11,821 ImageNet-12k classes, in the `*.sw_in12k` heads' order."""
+    rows = [line.split(" ", 1) for line in _read("imagenet12k_synsets.txt") if line]
+    return tuple((w, n.split(",")[0].strip()) for w, n in rows)
+
+
+def labels(meta: dict | None, n_outputs: int | None = None) -> tuple[tuple[str, str], ...]:
+    """(id, name) of each output of a model, from its weights' metadata.
+
+    A dataset's own classes (`class_names`, written by `senet train`) name themselves;
+    ImageNet heads use their class set and order. Without metadata, the output width decides.
+    """
+    meta = meta or {}
+    if meta.get("class_names"):
+        return tuple((n, n) for n in meta["class_names"])
+    class_set = meta.get("class_set") or {11821: "imagenet-12k"}.get(n_outputs, "imagenet-1k")
+    if class_set == "imagenet-12k":
+        return imagenet12k_table()
+    return class_table(meta.get("class_order", "sorted"))
 
 
 @functools.cache
@@ -63,24 +88,26 @@ def preprocess_input(x, data_format=None):
     if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
         x = np.asarray(x, dtype="float32")
         if x.shape[axis] != 3:
-            raise ValueError(f"preprocess_input expects 3 RGB channels on axis {axis} "
+            raise ArgumentError(f"preprocess_input expects 3 RGB channels on axis {axis} "
                              f"({data_format}); got an array of shape {x.shape}.")
         return np.flip(x, axis=axis) - mean
     x = keras.ops.cast(x, "float32")
     return keras.ops.flip(x, axis=axis) - mean
 
 
-def decode_predictions(preds, top=5, class_order="sorted"):
-    """Top-`top` classes of each row of `preds` (N, 1000) as (wnid, name, score) tuples.
+def decode_predictions(preds, top=5, class_order="sorted", model=None):
+    """Top-`top` classes of each row of `preds` as (id, name, score) tuples.
 
-    `class_order` is the order of the model's outputs: 'sorted' (every converted model
-    unless it was converted with `--class-order devkit`).
+    The classes are those of `model`'s weights when it is given (ImageNet-1k, ImageNet-12k or
+    a dataset's own), else ImageNet-1k in `class_order` ('sorted' for every converted model
+    unless it was converted with `--class-order devkit`), or ImageNet-12k for 11,821 columns.
     """
     preds = np.asarray(preds)
-    if preds.ndim != 2 or preds.shape[1] != 1000:
-        raise ValueError("decode_predictions expects a batch of ImageNet predictions of shape "
-                         f"(samples, 1000); got shape {preds.shape}.")
-    table = class_table(class_order)
+    meta = getattr(model, "senet_weights", None) if model is not None else {"class_order": class_order}
+    table = labels(meta, preds.shape[-1] if preds.ndim == 2 else None)
+    if preds.ndim != 2 or preds.shape[1] != len(table):
+        raise ArgumentError(f"decode_predictions expects predictions of shape (samples, "
+                            f"{len(table)}); got shape {preds.shape}.")
     results = []
     for row in preds:
         idx = np.argsort(row)[::-1][:top]
@@ -96,7 +123,7 @@ def input_adapter(convention: str):
     import keras
 
     if convention not in CONVENTIONS:
-        raise ValueError(f"Unknown input convention {convention!r}; known: {', '.join(CONVENTIONS)}.")
+        raise ArgumentError(f"Unknown input convention {convention!r}; known: {', '.join(CONVENTIONS)}.")
     c = CONVENTIONS[convention]
     bgr = slice(None, None, -1) if c["order"] == "RGB" else slice(None)
     mean, std = np.array(c["mean"])[bgr], np.array(c["std"])[bgr]

@@ -29,18 +29,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from senet.errors import ArgumentError, ImageError
 from senet.variants import DEFAULT_SIZE
 
 MIN_SIDE = 8
 DEFAULT_CROP_PCT = 0.875  # 224 of 256: the SENet paper's and timm's evaluation crop
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 # Extensions that directory listings treat as images (`senet evaluate`); files given by
 # name are opened whatever their extension.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm",
               ".pgm", ".pbm", ".pnm")
-
-
-class ImageError(ValueError):
-    """An image file that cannot be used; the message starts with the file name."""
 
 
 def _open(path) -> Image.Image:
@@ -129,16 +127,22 @@ def load_image(path) -> np.ndarray:
     return np.asarray(load_pil(path))
 
 
-def eval_transform(img, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_PCT) -> np.ndarray:
-    """The evaluation crop: shorter side to floor(size / crop_pct) (256 for 224), bilinear
-    with antialiasing, then the central size x size. Float32 RGB 0-255 (H, W, 3).
+def eval_transform(img, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_PCT,
+                   interpolation="bilinear") -> np.ndarray:
+    """The evaluation crop: shorter side to floor(size / crop_pct) (256 for 224), resampled
+    with antialiasing (`interpolation`: the weights' own, bilinear or bicubic), then the
+    central size x size. Float32 RGB 0-255 (H, W, 3).
 
     Pixel for pixel what timm / torchvision do (Resize + CenterCrop on a PIL image).
     Strips longer than 16:1 resample only the crop instead (no huge intermediate image;
     equal up to rounding, +-1 level).
     """
     if not 0 < crop_pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1]; got {crop_pct}.")
+        raise ArgumentError(f"crop_pct must be in (0, 1]; got {crop_pct}.")
+    if interpolation not in INTERPOLATIONS:
+        raise ArgumentError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got "
+                            f"{interpolation!r}.")
+    resample = INTERPOLATIONS[interpolation]
     if isinstance(img, np.ndarray):
         img = Image.fromarray(np.asarray(img, dtype=np.uint8), "RGB")
     w, h = img.size
@@ -150,21 +154,21 @@ def eval_transform(img, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_PCT) -> np.ndar
         new_w, new_h = int(scale_size * w / h), scale_size
     left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
     if new_w * new_h <= 16 * scale_size**2:
-        resized = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        resized = img.resize((new_w, new_h), resample)
         out = resized.crop((left, top, left + size, top + size))
     else:
         sx, sy = w / new_w, h / new_h
         box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-        out = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
+        out = img.resize((size, size), resample, box=box)
     return np.asarray(out, dtype=np.float32)
 
 
-def _prepare(path, size, crop_pct):
-    return eval_transform(load_pil(path), size, crop_pct)
+def _prepare(path, size, crop_pct, interpolation):
+    return eval_transform(load_pil(path), size, crop_pct, interpolation)
 
 
 def iter_batches(paths, batch_size=16, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_PCT,
-                 workers=None):
+                 workers=None, interpolation="bilinear"):
     """Yield (images, ok_paths, errors) in the order of `paths`, decoded by a thread pool.
 
     `images` is float32 (n, size, size, 3), RGB 0-255, for the n files of `ok_paths`
@@ -183,7 +187,7 @@ def iter_batches(paths, batch_size=16, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_
             path = next(todo, None)
             if path is None:
                 return
-            pending.append((path, pool.submit(_prepare, path, size, crop_pct)))
+            pending.append((path, pool.submit(_prepare, path, size, crop_pct, interpolation)))
 
     try:
         fill()

@@ -1,111 +1,160 @@
-"""The one table of SENet variants.
+"""The one table of SE architectures: how each network is built, nothing about its weights.
 
-Every architecture the package builds is a row here; `senet.models` turns a row into a
-Keras model, the weight converters use the same row to map names, and `senet list` prints it.
-Widths are those of the first residual stage; each later stage doubles them.
+Two families share one builder (`senet.models`):
+- the 2017 family: the official Caffe release (SE-BN-Inception, SE-ResNet-50/101/152,
+  SE-ResNeXt-50/101, SENet-154) and timm's three extra nets in the same layout (timm's
+  `legacy_*` models): Caffe's ceil-mode max pool, stride on the first 1x1 conv of SE-ResNet,
+  SE width C // 16;
+- timm's modern SE-ResNet(-D) / SE-ResNeXt(-D) family (timm's `ResNet` class): padded max pool
+  (or a 2x2 average pool in the anti-aliased nets), stride on the 3x3, deep / tiered stems,
+  average-pool shortcuts ("D"), anti-aliased strides ("aa": stride-1 3x3 then a 2x2/2 average
+  pool), SE width C / 16 rounded to a multiple of 8.
+Pretrained weights are in `senet.catalogue`. Layer names are the official Caffe ones for every
+net (`layer_names` gives them), so one converter per source layout serves the whole table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 
+from senet.errors import ArgumentError
+
 # Official Caffe ImageNet evaluation: BGR, 0-255, minus this mean, no std.
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
-DEFAULT_SIZE = 224  # the ImageNet input (and evaluation crop) of every published model
+DEFAULT_SIZE = 224  # the ImageNet input of the 2017 weights
 MIN_SIZE = 32  # the smallest input side: stride 32 leaves one pixel
-TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
+SE_REDUCTION = 16
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str  # the `create_model` name, timm-style
-    constructor: str  # the Keras-style constructor, e.g. "SEResNet50"
-    title: str  # the name in the paper / official release
-    family: str  # "resnet" (residual stages) or "inception" (SE-BN-Inception)
+    title: str  # the name in the paper or in timm
+    family: str = "resnet"  # "resnet" (residual stages) or "inception" (SE-BN-Inception)
+    constructor: str | None = None  # Keras-style constructor ("SEResNet50"), 2017 family only
     depths: tuple = ()  # blocks per stage (conv2..conv5)
     block: str = "bottleneck"  # "bottleneck" or "basic"
     widths: tuple = ()  # stage-2 widths: bottleneck (reduce, 3x3, out); basic (3x3, 3x3)
     groups: int = 1  # cardinality of the 3x3 conv
-    stride_on: str = "1x1"  # which conv of a block's first unit strides: "1x1" (Caffe ResNet) or "3x3"
-    stem: str = "7x7"  # "7x7": one 7x7/2 conv; "3x3": three 3x3 convs (64, 64, 128), first /2
-    proj_kernel_from_stage3: int = 1  # kernel of the projection shortcut from stage 3 on
+    stride_on: str = "3x3"  # the conv of a stage's first unit that strides: "1x1" (Caffe SE-ResNet) or "3x3"
+    stem: tuple = (64,)  # (64,): one 7x7/2 conv; three widths: a deep stem of three 3x3 convs, the first /2
+    stem_pool: str = "pad"  # "ceil" (Caffe: no padding, rounds up), "pad" (3x3/2, pad 1), "avg" (2x2/2 average)
+    shortcut: str = "conv"  # projection: "conv" (strided conv) or "avg" (2x2/2 average pool, then 1x1 conv)
+    proj_kernel: int = 1  # kernel of the strided projection convs (SENet-154: 3; stride-1 ones are 1x1)
+    anti_alias: bool = False  # strided 3x3 -> stride-1 3x3 + 2x2/2 average pool
+    se_round: int = 8  # SE width: C / 16 rounded to a multiple of this (1: C // 16, the 2017 nets)
+    relu_before_se: bool = False  # basic blocks: a ReLU after the second BN, before SE (timm legacy)
     dropout: float = 0.0  # before the classifier
+    timm: str | None = None  # timm's model of the same architecture (reference and speed peer)
     prototxt: str | None = None  # official deploy definition, if the variant is official
-    params: int | None = None  # trainable parameters: official count, or timm's for its variants
+    params: int | None = None  # trainable parameters with the 1000-class head (= official / timm)
     macs: int | None = None  # multiply-adds per 224 px image, convs and dense (senet.bench.macs)
-    top1_err: float | None = None  # published single-crop top-1 error (%)
+    top1_err: float | None = None  # the paper's single-crop top-1 error (%), official nets
     top5_err: float | None = None
-    # Published ImageNet weights fetched by weights="imagenet": timm's release of the official
-    # Caffe weights (Cadene's conversion) or timm's own training, under TIMM_RELEASES.
-    # The 8 hex digits after the last '-' of the file name are the sha256 prefix.
-    weights_file: str | None = None
-    weights_top1: float | None = None  # timm's evaluation of that file (224 px), if published
-    timm: str | None = None  # timm's model of the same architecture (the reference and peer)
 
     @property
-    def weights_url(self) -> str | None:
-        return TIMM_RELEASES + self.weights_file if self.weights_file else None
+    def legacy(self) -> bool:
+        """The 2017 layout (timm's `legacy_*` models and the Caffe release)."""
+        return self.stem_pool == "ceil"
 
-    @property
-    def weights_sha256(self) -> str | None:
-        if not self.weights_file:
-            return None
-        return self.weights_file.rsplit("-", 1)[1].split(".")[0]
+    def se_width(self, channels: int) -> int:
+        """Channels of the SE bottleneck for a branch of `channels`."""
+        if self.se_round == 1:
+            return channels // SE_REDUCTION
+        v = channels / SE_REDUCTION  # timm's make_divisible(v, 8, round_limit=0)
+        return max(self.se_round, int(v + self.se_round / 2) // self.se_round * self.se_round)
 
+    def stage_widths(self, i: int) -> tuple:
+        return tuple(w * 2**i for w in self.widths)
+
+
+def _legacy(**kw):
+    """The 2017 layout's defaults (Caffe / timm legacy)."""
+    return dict(stem_pool="ceil", se_round=1, relu_before_se=True, **kw)
+
+
+_R50, _R101, _R152 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3)
+_DEEP32, _TIERED32, _DEEP64 = (32, 32, 64), (24, 32, 64), (64, 64, 128)
+_X4, _X8 = (128, 128, 256), (256, 256, 256)  # 32x4d; 32x8d and 64x4d
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
-        Variant("se_resnet18", "SEResNet18", "SE-ResNet-18", "resnet", (2, 2, 2, 2),
+        # ------------------------------------------------------------ the 2017 family
+        Variant("se_resnet18", "SE-ResNet-18", constructor="SEResNet18", depths=(2, 2, 2, 2),
                 block="basic", widths=(64, 64), params=11_778_592, macs=1_814_160_384,
-                weights_file="v0.1-weights/seresnet18-4bb0ce65.pth",
-                timm="legacy_seresnet18"),
-        Variant("se_resnet34", "SEResNet34", "SE-ResNet-34", "resnet", (3, 4, 6, 3),
+                timm="legacy_seresnet18", **_legacy()),
+        Variant("se_resnet34", "SE-ResNet-34", constructor="SEResNet34", depths=_R50,
                 block="basic", widths=(64, 64), params=21_958_868, macs=3_663_918_592,
-                weights_file="v0.1-weights/seresnet34-a4004e63.pth",
-                timm="legacy_seresnet34"),
-        Variant("se_resnet50", "SEResNet50", "SE-ResNet-50", "resnet", (3, 4, 6, 3),
-                widths=(64, 64, 256), prototxt="SE-ResNet-50.prototxt",
+                timm="legacy_seresnet34", **_legacy()),
+        Variant("se_resnet50", "SE-ResNet-50", constructor="SEResNet50", depths=_R50,
+                widths=(64, 64, 256), stride_on="1x1", prototxt="SE-ResNet-50.prototxt",
                 params=28_088_024, macs=3_860_488_192, top1_err=22.37, top5_err=6.36,
-                weights_file="v0.1-cadene/se_resnet50-ce0d4300.pth",
-                timm="legacy_seresnet50", weights_top1=77.65),
-        Variant("se_resnet101", "SEResNet101", "SE-ResNet-101", "resnet", (3, 4, 23, 3),
-                widths=(64, 64, 256), prototxt="SE-ResNet-101.prototxt",
+                timm="legacy_seresnet50", **_legacy()),
+        Variant("se_resnet101", "SE-ResNet-101", constructor="SEResNet101", depths=_R101,
+                widths=(64, 64, 256), stride_on="1x1", prototxt="SE-ResNet-101.prototxt",
                 params=49_326_872, macs=7_574_937_600, top1_err=21.75, top5_err=5.72,
-                weights_file="v0.1-cadene/se_resnet101-7e38fcc6.pth",
-                timm="legacy_seresnet101", weights_top1=78.37),
-        Variant("se_resnet152", "SEResNet152", "SE-ResNet-152", "resnet", (3, 8, 36, 3),
-                widths=(64, 64, 256), prototxt="SE-ResNet-152.prototxt",
+                timm="legacy_seresnet101", **_legacy()),
+        Variant("se_resnet152", "SE-ResNet-152", constructor="SEResNet152", depths=_R152,
+                widths=(64, 64, 256), stride_on="1x1", prototxt="SE-ResNet-152.prototxt",
                 params=66_821_848, macs=11_288_993_792, top1_err=21.34, top5_err=5.54,
-                weights_file="v0.1-cadene/se_resnet152-d17c99b7.pth",
-                timm="legacy_seresnet152", weights_top1=78.66),
-        Variant("se_resnext26_32x4d", "SEResNeXt26", "SE-ResNeXt-26 (32x4d)", "resnet",
-                (2, 2, 2, 2), widths=(128, 128, 256), groups=32, stride_on="3x3",
-                params=16_790_280, macs=2_472_099_840,
-                weights_file="v0.1-weights/seresnext26_32x4d-65ebdb501.pth",
-                timm="legacy_seresnext26_32x4d"),
-        Variant("se_resnext50_32x4d", "SEResNeXt50", "SE-ResNeXt-50 (32x4d)", "resnet",
-                (3, 4, 6, 3), widths=(128, 128, 256), groups=32, stride_on="3x3",
-                prototxt="SE-ResNeXt-50.prototxt", params=27_559_896, macs=4_232_994_816,
-                top1_err=20.97, top5_err=5.54,
-                weights_file="v0.1-weights/legacy_se_resnext50_32x4d-f3651bad.pth",
-                timm="legacy_seresnext50_32x4d", weights_top1=79.08),
-        Variant("se_resnext101_32x4d", "SEResNeXt101", "SE-ResNeXt-101 (32x4d)", "resnet",
-                (3, 4, 23, 3), widths=(128, 128, 256), groups=32, stride_on="3x3",
-                prototxt="SE-ResNeXt-101.prototxt", params=48_955_416, macs=7_974_739_968,
-                top1_err=19.81, top5_err=4.96,
-                weights_file="v0.1-weights/legacy_se_resnext101_32x4d-37725eac.pth",
-                timm="legacy_seresnext101_32x4d", weights_top1=80.27),
-        Variant("senet154", "SENet154", "SENet-154", "resnet", (3, 8, 36, 3),
-                widths=(128, 256, 256), groups=64, stride_on="3x3", stem="3x3",
-                proj_kernel_from_stage3=3, dropout=0.2, prototxt="SENet-154.prototxt",
-                params=115_088_984, macs=20_688_363_520, top1_err=18.68, top5_err=4.47,
-                weights_file="v0.1-weights/legacy_senet154-e9eb9fe6.pth",
-                timm="legacy_senet154", weights_top1=81.32),
-        Variant("se_bn_inception", "SEBNInception", "SE-BN-Inception", "inception",
-                prototxt="SE-BN-Inception.prototxt", params=11_931_622, macs=2_033_239_424,
-                top1_err=23.62, top5_err=7.04),
+                timm="legacy_seresnet152", **_legacy()),
+        Variant("se_resnext26_32x4d", "SE-ResNeXt-26 (32x4d)", constructor="SEResNeXt26",
+                depths=(2, 2, 2, 2), widths=_X4, groups=32, params=16_790_280,
+                macs=2_472_099_840, timm="legacy_seresnext26_32x4d", **_legacy()),
+        Variant("se_resnext50_32x4d", "SE-ResNeXt-50 (32x4d)", constructor="SEResNeXt50",
+                depths=_R50, widths=_X4, groups=32, prototxt="SE-ResNeXt-50.prototxt",
+                params=27_559_896, macs=4_232_994_816, top1_err=20.97, top5_err=5.54,
+                timm="legacy_seresnext50_32x4d", **_legacy()),
+        Variant("se_resnext101_32x4d", "SE-ResNeXt-101 (32x4d)", constructor="SEResNeXt101",
+                depths=_R101, widths=_X4, groups=32, prototxt="SE-ResNeXt-101.prototxt",
+                params=48_955_416, macs=7_974_739_968, top1_err=19.81, top5_err=4.96,
+                timm="legacy_seresnext101_32x4d", **_legacy()),
+        Variant("senet154", "SENet-154", constructor="SENet154", depths=_R152,
+                widths=(128, 256, 256), groups=64, stem=_DEEP64, proj_kernel=3, dropout=0.2,
+                prototxt="SENet-154.prototxt", params=115_088_984, macs=20_688_363_520,
+                top1_err=18.68, top5_err=4.47, timm="legacy_senet154", **_legacy()),
+        Variant("se_bn_inception", "SE-BN-Inception", family="inception",
+                constructor="SEBNInception", prototxt="SE-BN-Inception.prototxt",
+                params=11_931_622, macs=2_033_239_424, top1_err=23.62, top5_err=7.04,
+                **_legacy()),
+        # ------------------------------------------------------------ timm's modern family
+        Variant("seresnet50", "SE-ResNet-50 (timm)", depths=_R50, widths=(64, 64, 256),
+                params=28_088_024, macs=4_091_699_200, timm="seresnet50"),
+        Variant("seresnet152d", "SE-ResNet-152-D", depths=_R152, widths=(64, 64, 256),
+                stem=_DEEP32, shortcut="avg", params=66_841_080, macs=11_759_845_376,
+                timm="seresnet152d"),
+        Variant("seresnext26d_32x4d", "SE-ResNeXt-26-D (32x4d)", depths=(2, 2, 2, 2),
+                widths=_X4, groups=32, stem=_DEEP32, shortcut="avg", params=16_809_512,
+                macs=2_711_740_416, timm="seresnext26d_32x4d"),
+        Variant("seresnext26t_32x4d", "SE-ResNeXt-26-T (32x4d)", depths=(2, 2, 2, 2),
+                widths=_X4, groups=32, stem=_TIERED32, shortcut="avg", params=16_806_976,
+                macs=2_680_129_536, timm="seresnext26t_32x4d"),
+        Variant("seresnext50_32x4d", "SE-ResNeXt-50 (32x4d, timm)", depths=_R50, widths=_X4,
+                groups=32, params=27_559_896, macs=4_232_994_816, timm="seresnext50_32x4d"),
+        Variant("seresnext101_32x4d", "SE-ResNeXt-101 (32x4d, timm)", depths=_R101,
+                widths=_X4, groups=32, params=48_955_416, macs=7_974_739_968,
+                timm="seresnext101_32x4d"),
+        Variant("seresnext101_64x4d", "SE-ResNeXt-101 (64x4d)", depths=_R101, widths=_X8,
+                groups=64, params=88_232_984, macs=15_465_013_248, timm="seresnext101_64x4d"),
+        Variant("seresnext101_32x8d", "SE-ResNeXt-101 (32x8d)", depths=_R101, widths=_X8,
+                groups=32, params=93_569_048, macs=16_418_758_656, timm="seresnext101_32x8d"),
+        Variant("seresnext101d_32x8d", "SE-ResNeXt-101-D (32x8d)", depths=_R101, widths=_X8,
+                groups=32, stem=_DEEP32, shortcut="avg", params=93_588_280,
+                macs=16_658_399_232, timm="seresnext101d_32x8d"),
+        Variant("seresnextaa101d_32x8d", "SE-ResNeXt-101-D (32x8d), anti-aliased",
+                depths=_R101, widths=_X8, groups=32, stem=_DEEP32, stem_pool="avg",
+                shortcut="avg", anti_alias=True, params=93_588_280, macs=17_178_624_000,
+                timm="seresnextaa101d_32x8d"),
+        Variant("seresnextaa201d_32x8d", "SE-ResNeXt-201-D (32x8d), anti-aliased",
+                depths=(3, 24, 36, 4), widths=_X8, groups=32, stem=_DEEP64, stem_pool="avg",
+                shortcut="avg", anti_alias=True, params=149_394_904, macs=34_276_270_080,
+                timm="seresnextaa201d_32x8d"),
+        Variant("gluon_senet154", "SENet-154 (Gluon, timm layout)", depths=_R152,
+                widths=(128, 256, 256), groups=64, stem=_DEEP64, proj_kernel=3,
+                params=115_088_984, macs=20_688_363_520, timm="senet154"),
     ]
 }
 
@@ -125,24 +174,79 @@ INCEPTION_MODULES = (
     ("5b", 352, 192, 320, 192, 224, "max", 128),
 )
 
-SE_REDUCTION = 16
+
+# --------------------------------------------------------------------------- layer names
+
+def keras_name(caffe_name: str) -> str:
+    """The Keras layer name of an official Caffe layer name ('/' is not allowed in Keras)."""
+    return caffe_name.replace("/", "_")
 
 
-def get_variant(name: str) -> Variant:
-    """Look a variant up by its model name or constructor name; suggest close ones if unknown."""
+def stem_convs(variant: Variant) -> list[str]:
+    """Caffe names of the stem convs (each followed by `<name>/bn`)."""
+    if len(variant.stem) == 3:
+        return ["conv1_1/3x3_s2", "conv1_2/3x3", "conv1_3/3x3"]
+    return ["conv1/7x7_s2"]
+
+
+def unit_convs(variant: Variant) -> list[str]:
+    """Suffixes of a residual unit's branch convs, in order."""
+    return ["_3x3a", "_3x3b"] if variant.block == "basic" else ["_1x1_reduce", "_3x3", "_1x1_increase"]
+
+
+def units(variant: Variant):
+    """(stage index from 0, unit index from 0, Caffe prefix 'conv<stage>_<unit>') of every unit."""
+    for s, depth in enumerate(variant.depths):
+        for u in range(depth):
+            yield s, u, f"conv{s + 2}_{u + 1}"
+
+
+# --------------------------------------------------------------------------- lookup
+
+def _aliases() -> dict:
+    """Other spellings of each name: constructor, title, timm's model name, no separators."""
+    out = {}
+    for v in VARIANTS.values():
+        for key in (v.constructor, v.title, v.name.replace("_", ""), v.timm):
+            if key:
+                out.setdefault(key.lower(), v)
+    return out
+
+
+def get_variant(name) -> Variant:
+    """Look a variant up by its model name, constructor, title or timm's name.
+
+    A `Variant` passes through unchanged (tests build small custom rows with
+    `dataclasses.replace`). Unknown names raise `ArgumentError` with close suggestions.
+    """
     if isinstance(name, Variant):
         return name
     key = str(name).strip()
     if key in VARIANTS:
         return VARIANTS[key]
-    by_other = {v.constructor.lower(): v for v in VARIANTS.values()}
-    by_other.update({v.title.lower(): v for v in VARIANTS.values()})
-    by_other.update({n.replace("_", "").replace("-", ""): v for n, v in VARIANTS.items()})
-    for k in (key.lower(), key.lower().replace("_", "").replace("-", "")):
-        if k in by_other:
-            return by_other[k]
-    close = difflib.get_close_matches(key.lower(), list(VARIANTS), n=3, cutoff=0.5)
+    aliases = _aliases()
+    if key.lower() in aliases:
+        return aliases[key.lower()]
+    close = difflib.get_close_matches(key.lower(), list(VARIANTS), n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
-        f"Unknown model name {name!r}.{hint} Available models: {', '.join(VARIANTS)}."
-    )
+    raise ArgumentError(f"Unknown model name {key!r}.{hint} `senet list` shows the "
+                        f"{len(VARIANTS)} architectures.")
+
+
+def tiny(name: str, **changes) -> Variant:
+    """A small copy of a table row with the same block kinds (one unit per stage, narrow widths).
+
+    For tests and quick experiments: every feature of the row (stem, pool, shortcut, anti-alias,
+    SE rounding, groups) is kept, at a fraction of the compute.
+    """
+    v = get_variant(name)
+    if v.family == "inception":
+        raise ArgumentError("tiny() makes residual nets; SE-BN-Inception has no small form.")
+    groups = min(v.groups, 4)
+    widths = tuple(max(16, w // 8) for w in v.widths)  # 16 keeps a C // 16 SE width positive
+    # timm's 7x7 stem is always 64 wide; its tiered stem needs (3w/4, w, 2w)
+    stem = v.stem if len(v.stem) == 1 else tuple(max(4, w // 4) for w in v.stem)
+    fields = dict(name=f"{v.name}_tiny", constructor=None, depths=(1, 1, 1, 1), widths=widths,
+                  groups=groups, stem=stem, params=None, macs=None, prototxt=None)
+    fields.update(changes)
+    return dataclasses.replace(v, **fields)

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import collections  # noqa: E402
+import hashlib  # noqa: E402
 import http.server  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -45,40 +46,86 @@ def channels_first():
 
 # --------------------------------------------------------------------------- a real HTTP server
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the fake Hub's revision of every repo
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves files from server.root; server.behaviour[name] changes how one is sent."""
+    """A Hugging Face Hub lookalike plus a plain file server, on 127.0.0.1.
+
+    `/<org>/<repo>/resolve/<revision>/<file>` answers as the Hub does for an LFS file (the
+    headers huggingface_hub reads: X-Repo-Commit, ETag = the file's sha256, sizes; 404 with
+    X-Error-Code RepoNotFound / EntryNotFound), from server.hub[(repo_id, file)]; any other
+    path serves server.root/<path>. server.behaviour[name] changes how one file is sent:
+    "truncate", "slow", "no-length", "throttle", or ("etag", sha) to declare another sha256.
+    """
 
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
 
+    def do_HEAD(self):
+        self._answer(body=False)
+
     def do_GET(self):
+        self._answer(body=True)
+
+    def _hub_file(self, name):
+        parts = name.split("/")
+        if len(parts) < 5 or parts[2] != "resolve":
+            return None
+        repo, filename = "/".join(parts[:2]), "/".join(parts[4:])
+        srv = self.server
+        if not any(r == repo for r, _ in srv.hub):
+            self._fail(404, "RepoNotFound", commit=False)
+            return False
+        if (repo, filename) not in srv.hub:
+            self._fail(404, "EntryNotFound", commit=True)
+            return False
+        return srv.hub[(repo, filename)], f"{repo}/{filename}"
+
+    def _fail(self, code, error_code, commit):
+        self.send_response(code)
+        self.send_header("X-Error-Code", error_code)
+        if commit:
+            self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _answer(self, body):
         srv = self.server
         name = self.path.split("?", 1)[0].lstrip("/")
         with srv.lock:
-            srv.requests[name] += 1
-        if name.startswith("redirect/"):
-            self.send_response(302)
-            self.send_header("Location", "/" + name[len("redirect/"):])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            srv.requests[(self.command, name)] += 1
+        hub = self._hub_file(name)
+        if hub is False:
             return
-        path = srv.root / name
-        if not path.is_file():
-            self.send_error(404, "Not Found")
-            return
-        data = path.read_bytes()
-        how = srv.behaviour.get(name)
+        if hub is not None:
+            data, key = hub
+        else:
+            key, path = name, srv.root / name
+            if not path.is_file():
+                self.send_error(404, "Not Found")
+                return
+            data = path.read_bytes()
+        how = srv.behaviour.get(key)
         if how == "slow":
-            time.sleep(1.5)  # longer than the test's hub.TIMEOUT
+            time.sleep(1.5)  # longer than the tests' timeouts
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
+        if hub is not None:
+            sha = how[1] if isinstance(how, tuple) else hashlib.sha256(data).hexdigest()
+            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("ETag", f'"{sha}"')
+            self.send_header("X-Linked-Etag", f'"{sha}"')
+            self.send_header("X-Linked-Size", str(len(data)))
         if how != "no-length":
             self.send_header("Content-Length", str(len(data)))
         else:
             self.close_connection = True
         self.end_headers()
+        if not body:
+            return
         try:
             if how == "truncate":
                 self.wfile.write(data[: len(data) // 2])
@@ -89,15 +136,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             for i in range(0, len(data), step):
                 self.wfile.write(data[i:i + step])
                 if how == "throttle":
-                    time.sleep(0.02)  # keep the download open while a 2nd process waits
+                    time.sleep(0.02)  # keep the download open while another process waits
             with srv.lock:
-                srv.full[name] += 1
+                srv.full[key] += 1
         except (BrokenPipeError, ConnectionResetError):
             pass
 
 
 class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False  # do not wait for a deliberately slow handler on shutdown
+    daemon_threads = True
 
 
 @pytest.fixture
@@ -106,6 +154,7 @@ def server(tmp_path):
     root.mkdir()
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.root = root
+    srv.hub = {}
     srv.requests = collections.Counter()
     srv.full = collections.Counter()
     srv.behaviour = {}
@@ -127,7 +176,38 @@ def server(tmp_path):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
+    """Empty senet and Hugging Face caches, and no way to the real Hub."""
+    from huggingface_hub import constants
+
     home = tmp_path / "senet_home"
     monkeypatch.setenv("SENET_HOME", str(home))
-    monkeypatch.delenv("SENET_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    _endpoint(monkeypatch, "http://127.0.0.1:9")  # the discard port: connection refused
     return home
+
+
+def _endpoint(monkeypatch, url):
+    """Point huggingface_hub at `url` (it reads HF_ENDPOINT once, at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setenv("HF_ENDPOINT", url)
+
+
+@pytest.fixture
+def hub_server(server, home, monkeypatch):
+    """The server as the Hugging Face endpoint (in this process and in child processes)."""
+    _endpoint(monkeypatch, server.url)
+    return server
+
+
+@pytest.fixture
+def no_retry_wait(monkeypatch):
+    """huggingface_hub retries a failed connection 5 times over 23 s; tests need not wait."""
+    from huggingface_hub.utils import _http
+
+    monkeypatch.setattr(_http.time, "sleep", lambda s: None)

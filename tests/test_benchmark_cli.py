@@ -11,6 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import senet  # noqa: E402
+from cli_runner import run  # noqa: E402
 from senet import bench  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,12 +57,12 @@ def test_other_backend_is_measured_in_a_child_process():
 
 
 def test_benchmark_user_errors_are_one_line():
-    proc = senet_cli("benchmark", "--model", "se_resnet5", "--json")
+    proc = run("benchmark", "--model", "se_resnet5", "--json")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Unknown model name 'se_resnet5'" in lines[0] \
         and "se_resnet50" in lines[0], proc.stderr
-    proc = senet_cli("benchmark", "--model", "se_resnet18", "--iters", "0")
+    proc = run("benchmark", "--model", "se_resnet18", "--iters", "0")
     assert proc.returncode == 1
     assert proc.stderr.strip() == "senet benchmark: error: iters must be at least 1 (got 0)."
 
@@ -96,23 +97,3 @@ def test_flops_need_a_fixed_input_size():
     model = senet.create_model("se_resnet18", include_top=False)  # (None, None, 3) input
     with pytest.raises(ValueError, match="fixed input_shape"):
         bench.flops(model)
-
-
-@pytest.mark.parametrize("name", list(senet.VARIANTS))
-def test_table_multiply_adds_are_counted_on_the_model(name):
-    """`senet list` reads multiply-adds from the table; they must be the built model's."""
-    model = senet.create_model(name, input_shape=bench.image_shape(224))
-    assert senet.VARIANTS[name].macs == bench.macs(model)
-
-
-def test_list():
-    proc = senet_cli("list", "--json")
-    assert proc.returncode == 0, proc.stderr
-    rows = {r["model"]: r for r in map(json.loads, proc.stdout.splitlines())}
-    assert list(rows) == list(senet.VARIANTS)
-    assert all(r["gflops_224"] == pytest.approx(2 * r["gmacs_224"]) for r in rows.values())
-    # The same Table 2 as below: SE-ResNet-50 3.87, SE-ResNeXt-50 4.25, SE-BN-Inception 2.04.
-    for name, paper in (("se_resnet50", 3.87), ("se_resnext50_32x4d", 4.25), ("se_bn_inception", 2.04)):
-        assert rows[name]["gmacs_224"] == pytest.approx(paper, rel=0.02), name
-    text = senet_cli("list")
-    assert text.returncode == 0 and "SENet154" in text.stdout and "7.72" in text.stdout

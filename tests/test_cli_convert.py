@@ -1,22 +1,17 @@
-"""`senet convert` as users run it (subprocess), and its handling of bad input."""
+"""`senet convert` as users run it (in-process, and once as a real subprocess), and its
+handling of bad input."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import caffe_reference as ref
+from cli_runner import run as senet_cli
+from cli_runner import run_subprocess
 from senet.weights import native
 
 PROTO = os.path.join(ref.MODELS_DIR, "SE-ResNet-50.prototxt")
-
-
-def senet_cli(*args, cwd=None):
-    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
-    return subprocess.run([sys.executable, "-m", "senet", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +31,13 @@ def one_line_error(result, *needles):
 
 
 def test_convert_writes_a_loadable_file_with_provenance(caffemodel, tmp_path):
+    """The smoke test: the real command in a fresh interpreter."""
     out = tmp_path / "se_resnet50.weights.h5"
-    r = senet_cli("convert", caffemodel, "--model", "se_resnet50", "--output", out,
-                  "--prototxt", PROTO)
+    r = run_subprocess("convert", caffemodel, "--model", "se_resnet50", "--output", out,
+                       "--prototxt", PROTO)
     assert r.returncode == 0, r.stderr
     assert "Wrote" in r.stdout and "devkit" not in r.stdout
-    meta = native.read_meta(out)
+    meta = native.read_header(out)["meta"]
     assert meta["model"] == "se_resnet50" and meta["input"] == "caffe"
     assert meta["class_order"] == "sorted" and meta["source"] == {
         "kind": "caffe", "file": "SE-ResNet-50.caffemodel"}
@@ -89,7 +85,7 @@ def _eps_case(caffemodel, tmp_path, seed):
 def _converted_logits(src, x, tmp_path, **kwargs):
     import keras
     import senet
-    from senet.weights.convert import convert
+    from senet.conversion import convert
 
     out = tmp_path / "eps.weights.h5"
     convert(src, "se_resnet50", out, **kwargs)

@@ -14,8 +14,6 @@ the commands must decode and score in that order.
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -23,8 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cli_runner
+from senet.errors import ImageError
 from senet.imagenet import class_table
-from senet.images import ImageError, eval_transform, iter_batches, load_image
+from senet.images import eval_transform, iter_batches, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 RED, GREEN, BLUE = 42, 500, 900  # output indices (devkit order) that read R, G and B
@@ -109,14 +109,11 @@ def write_bad_files(d):
             "dot.png": "too small", "bomb.png": "too large", "folder.jpg": "directory"}
 
 
-def run_senet(*args, cwd, env=None):
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-                "SENET_HOME": str(Path(cwd, "senet_home"))}
-    full_env.pop("SENET_WEIGHTS_MIRROR", None)
-    full_env.update(env or {})
-    r = subprocess.run([sys.executable, "-m", "senet", *map(str, args)], cwd=cwd, env=full_env,
-                       capture_output=True, text=True, timeout=600)
+def run_senet(*args, cwd, env=None, subprocess=False):
+    """The command in this process (or, for the smoke tests, a child process), with its own
+    cache directory."""
+    env = {"SENET_HOME": str(Path(cwd, "senet_home")), **(env or {})}
+    r = (cli_runner.run_subprocess if subprocess else cli_runner.run)(*args, cwd=cwd, env=env)
     assert "Traceback" not in r.stderr, r.stderr
     return r
 
@@ -350,14 +347,16 @@ def test_predict_bad_options_one_line(work, args, words):
     assert len(error_lines(r, "predict")) == 1 and words in r.stderr, r.stderr
 
 
-def test_predict_imagenet_weights_offline_one_line(work):
+def test_predict_imagenet_weights_offline_one_line(work, tmp_path):
+    """The smoke test of `senet predict`: a fresh interpreter, offline, no cache."""
     solid((255, 0, 0)).save(work / "offline.png")
-    r = run_senet("predict", "offline.png", "--model", "se_resnet18", cwd=work,
-                  env={"SENET_WEIGHTS_MIRROR": "http://127.0.0.1:9"})
+    r = run_senet("predict", "offline.png", "--model", "seresnext50_32x4d", cwd=work,
+                  subprocess=True, env={"HF_HUB_OFFLINE": "1", "HF_HOME": tmp_path / "hf"})
     assert r.returncode == 1
     (line,) = error_lines(r, "predict")
-    assert "cannot download" in line and "senet convert" in line
-    assert "--weights se_resnet18.weights.h5" in line and len(line) < 450, line
+    assert "offline mode is on" in line and "timm/seresnext50_32x4d.racm_in1k" in line
+    assert ("senet convert model.safetensors --model seresnext50_32x4d.racm_in1k --output "
+            "seresnext50_32x4d.racm_in1k.weights.h5") in line and len(line) < 600, line
 
 
 # --------------------------------------------------------------------------- senet evaluate
@@ -402,8 +401,9 @@ def val(work):
 
 
 def test_evaluate_wnid_folders_counts_exactly(work, val):
+    """Also the smoke test of `senet evaluate` in a fresh interpreter."""
     r = run_senet("evaluate", "val_folders", "--weights", "rig.weights.h5", "--batch-size", 5,
-                  "--json", "out/result.json", cwd=work)
+                  "--json", "out/result.json", cwd=work, subprocess=True)
     assert r.returncode == 1, r.stderr  # the broken file
     (error,) = error_lines(r, "evaluate")
     assert "broken.JPEG" in error and "truncated" in error, error
@@ -437,7 +437,7 @@ def test_evaluate_flat_folder_with_label_files(work, val):
 @pytest.mark.parametrize("args, words", [
     (["empty"], "no images found"),
     (["nowhere"], "nowhere: no such directory"),
-    (["val_flat"], "no wnid sub-folders"),
+    (["val_flat"], "no class sub-folders"),
     (["val_folders", "--label-order", "sorted"], "--label-order applies to a --labels file"),
     (["val_flat", "--labels", "bad_labels.txt"], "bad_labels.txt, line 2"),
     (["val_flat", "--labels", "missing.txt"], "missing.txt: no such label file"),

@@ -1,190 +1,138 @@
-"""The download cache against a real HTTP server on 127.0.0.1 (never the internet)."""
+"""Downloads and the cache against a real HTTP server on 127.0.0.1 (never the internet):
+huggingface_hub against a Hub lookalike, the release-URL fallback, the converted-file cache,
+and the cache under stress (two processes at once, a download killed midway, a full disk).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from senet.catalogue import Pretrained
+from senet.errors import DownloadError, HashMismatchError
 from senet.weights import hub
 
 REPO = Path(__file__).resolve().parents[1]
-PUBLISHED = "https://weights.example.invalid/releases"  # never contacted: tests use a mirror
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def publish(server, name: str, data: bytes) -> str:
-    (server.root / name).write_bytes(data)
-    return f"{PUBLISHED}/{name}"
-
-
 def leftovers(directory: Path) -> list[str]:
-    """Files in the cache other than lock files (temp files start with a dot)."""
+    """Files in a cache directory other than lock files (temporary files start with a dot)."""
     if not directory.exists():
         return []
     return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".lock"))
 
 
-# --------------------------------------------------------------------------- fetch
+def hub_entry(server, data, **kw):
+    server.hub[("org/weights", "model.safetensors")] = data
+    return Pretrained("seresnet50", "test", hub="org/weights", sha256=sha(data), **kw)
 
 
-def test_download_verifies_and_caches(server, home, monkeypatch):
+def url_entry(server, name, data, prefix=8, **kw):
+    (server.root / name).write_bytes(data)
+    return Pretrained("se_resnet18", "test", url=f"{server.url}/{name}",
+                      url_sha256=sha(data)[:prefix], layout="timm_legacy", **kw)
+
+
+# --------------------------------------------------------------------------- the Hub
+
+
+def test_hub_download_is_verified_and_cached(hub_server, home):
     data = os.urandom(300_000)
-    (server.root / "w.pth").write_bytes(data)
-    path = hub.fetch(f"{server.url}/w.pth", sha(data)[:8], progress=False)
-    assert path == home / "downloads" / "w.pth"
-    assert path.read_bytes() == data
-    assert hub.sha256_file(path) == sha(data)
-    assert server.requests["w.pth"] == 1
-    assert leftovers(path.parent) == ["w.pth"]
+    entry = hub_entry(hub_server, data)
+    assert hub.fetch(entry).read_bytes() == data
+    assert hub_server.full["org/weights/model.safetensors"] == 1
+    hub_server.stop()  # a second fetch needs no server (huggingface_hub's cache)
+    assert hub.fetch(entry).read_bytes() == data
 
 
-def test_second_fetch_is_a_cache_hit(server, home, monkeypatch):
-    data = os.urandom(50_000)
-    url = publish(server, "w.pth", data)
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", server.url)
-    first = hub.fetch(url, sha(data)[:10], progress=False)
-    server.stop()  # any network access now fails
-    assert hub.fetch(url, sha(data)[:10], progress=False) == first
-    assert server.requests["w.pth"] == 1
+def test_hub_offline_mode_without_cache_is_one_line(hub_server, home, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    entry = hub_entry(hub_server, b"x" * 1000)
+    with pytest.raises(DownloadError) as err:
+        hub.fetch(entry)
+    text = str(err.value)
+    assert "offline mode is on" in text and "org/weights" in text and "\n" not in text
+    assert "senet convert model.safetensors --model seresnet50.test" in text
+    assert hub_server.requests == {}  # offline means no request at all
 
 
-def test_mirror_url_with_trailing_slashes_and_redirects(server, home, monkeypatch):
-    data = b"redirected" * 1000
-    url = publish(server, "w.pth", data)
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", server.url + "/redirect//")
-    path = hub.fetch(url, sha(data)[:8], progress=False)
-    assert path.read_bytes() == data
-    assert server.requests["redirect/w.pth"] == 1 and server.requests["w.pth"] == 1
+def test_hub_file_missing_from_repo(hub_server, home):
+    entry = dataclasses.replace(hub_entry(hub_server, b"x"), file="other.safetensors")
+    with pytest.raises(DownloadError, match="the Hub repository has no such file"):
+        hub.fetch(entry)
 
 
-def test_file_name_overrides_the_url(server, home):
-    data = b"x" * 100
-    (server.root / "download").write_bytes(data)
-    path = hub.fetch(f"{server.url}/download?id=3", sha(data)[:8], file_name="w.pth",
-                     progress=False)
-    assert path.name == "w.pth" and path.read_bytes() == data
+# --------------------------------------------------------------------------- release URLs
 
 
-def test_wrong_hash_raises_and_caches_nothing(server, home, monkeypatch):
-    data = b"not the published file" * 100
-    url = publish(server, "w.pth", data)
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", server.url)
-    with pytest.raises(hub.HashMismatchError) as info:
-        hub.fetch(url, "deadbeef", progress=False)
-    message = str(info.value)
-    assert f"{server.url}/w.pth" in message and "deadbeef" in message and sha(data) in message
-    assert isinstance(info.value, hub.DownloadError)
-    assert leftovers(home / "downloads") == []
-
-
-def test_damaged_cache_entry_is_downloaded_again(server, home, monkeypatch):
-    data = os.urandom(100_000)
-    url = publish(server, "w.pth", data)
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", server.url)
-    path = hub.fetch(url, sha(data)[:8], progress=False)
-    path.write_bytes(data[:1000])  # truncated, as after a crash of some other tool
-    assert hub.fetch(url, sha(data)[:8], progress=False).read_bytes() == data
-    assert server.requests["w.pth"] == 2
-
-
-def test_server_gone_gives_manual_instructions(server, home, monkeypatch):
-    url = publish(server, "w.pth", b"data")
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", server.url)
+def test_url_download_is_verified_and_cached(server, home):
+    data = os.urandom(300_000)
+    entry = url_entry(server, "w-abc.pth", data)
+    path = hub.fetch(entry, progress=False)
+    assert path == home / "downloads" / "w-abc.pth" and path.read_bytes() == data
     server.stop()
-    with pytest.raises(hub.DownloadError) as info:
-        hub.fetch(url, "abcdef12", progress=False, model_name="se_resnet50")
-    message = str(info.value)
-    assert f"{server.url}/w.pth" in message  # what was tried
-    assert url in message  # what to download by hand
-    assert "abcdef12" in message and "refused" in message
-    assert "senet convert w.pth --model se_resnet50 --output se_resnet50.weights.h5" in message
-    assert "SENET_WEIGHTS_MIRROR" in message
+    assert hub.fetch(entry, progress=False) == path
+
+
+def test_url_with_the_wrong_hash_caches_nothing(server, home):
+    entry = dataclasses.replace(url_entry(server, "w.pth", os.urandom(1000)), url_sha256="00000000")
+    with pytest.raises(HashMismatchError, match="expected 00000000"):
+        hub.fetch(entry, progress=False)
     assert leftovers(home / "downloads") == []
 
 
-def test_http_404(server, home):
-    url = f"{server.url}/missing.pth"
-    with pytest.raises(hub.DownloadError) as info:
-        hub.fetch(url, "abcdef12", progress=False)
-    assert url in str(info.value) and "404" in str(info.value)
-    assert "senet convert missing.pth" in str(info.value)
+@pytest.mark.parametrize("how,message", [("truncate", "closed"), ("slow", "timed out")])
+def test_url_transfer_failures_cache_nothing(server, home, monkeypatch, how, message):
+    monkeypatch.setattr(hub, "TIMEOUT", 0.5)
+    entry = url_entry(server, "w.pth", os.urandom(3_000_000))
+    server.behaviour["w.pth"] = how
+    with pytest.raises(DownloadError, match=message):
+        hub.fetch(entry, progress=False)
     assert leftovers(home / "downloads") == []
 
 
-def test_truncated_body_is_an_error_and_not_cached(server, home):
-    data = os.urandom(200_000)
-    (server.root / "w.pth").write_bytes(data)
-    server.behaviour["w.pth"] = "truncate"
-    with pytest.raises(hub.DownloadError) as info:
-        hub.fetch(f"{server.url}/w.pth", sha(data)[:8], progress=False)
-    assert f"{server.url}/w.pth" in str(info.value)
-    assert f"of {len(data)} bytes" in str(info.value)
-    assert not isinstance(info.value, hub.HashMismatchError)
-    assert leftovers(home / "downloads") == []
+def test_url_without_content_length_and_404(server, home):
+    data = os.urandom(100_000)
+    entry = url_entry(server, "n.pth", data)
+    server.behaviour["n.pth"] = "no-length"
+    assert hub.fetch(entry, progress=False).read_bytes() == data
+    missing = dataclasses.replace(entry, url=f"{server.url}/gone.pth")
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        hub.fetch(missing, progress=False)
 
 
-def test_download_without_content_length(server, home, capsys):
-    data = os.urandom(70_000)
-    (server.root / "w.pth").write_bytes(data)
-    server.behaviour["w.pth"] = "no-length"
-    path = hub.fetch(f"{server.url}/w.pth", sha(data)[:8], progress="always")
-    assert path.read_bytes() == data
-    assert "MB/s" in capsys.readouterr().err
+def test_hub_copy_missing_falls_back_to_the_url(hub_server, home):
+    data = os.urandom(50_000)
+    entry = dataclasses.replace(url_entry(hub_server, "legacy-x.pth", data),
+                                hub="timm/legacy_x.in1k")
+    hub_server.hub[("org/other", "model.safetensors")] = b"-"  # the Hub answers, without it
+    assert hub.fetch(entry, progress=False).read_bytes() == data
+    assert hub_server.requests[("HEAD", "timm/legacy_x.in1k/resolve/main/model.safetensors")] == 1
 
 
-def test_timeout(server, home, monkeypatch):
-    (server.root / "w.pth").write_bytes(b"late")
-    server.behaviour["w.pth"] = "slow"
-    monkeypatch.setattr(hub, "TIMEOUT", 0.3)
-    with pytest.raises(hub.DownloadError, match="timed out"):
-        hub.fetch(f"{server.url}/w.pth", sha(b"late")[:8], progress=False)
-    assert leftovers(home / "downloads") == []
-
-
-@pytest.mark.parametrize("form", ["dir", "dir/", "file-url"])
-def test_local_directory_mirror(tmp_path, home, monkeypatch, form):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    data = os.urandom(10_000)
-    (mirror / "w.pth").write_bytes(data)
-    value = {"dir": str(mirror), "dir/": str(mirror) + "/", "file-url": mirror.as_uri()}[form]
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", value)
-    path = hub.fetch(f"{PUBLISHED}/w.pth", sha(data)[:8], progress=False)
-    assert path.read_bytes() == data and path.parent == home / "downloads"
-
-
-def test_local_mirror_missing_file(tmp_path, home, monkeypatch):
-    monkeypatch.setenv("SENET_WEIGHTS_MIRROR", str(tmp_path))
-    with pytest.raises(hub.DownloadError) as info:
-        hub.fetch(f"{PUBLISHED}/w.pth", "abcdef12", progress=False)
-    assert str(tmp_path / "w.pth") in str(info.value) and "no such file" in str(info.value)
-
-
-def test_progress_modes(server, home, capsys):
-    data = os.urandom(10_000)
-    (server.root / "a.pth").write_bytes(data)
-    (server.root / "b.pth").write_bytes(data)
-    hub.fetch(f"{server.url}/a.pth", sha(data)[:8], progress=False)
-    assert capsys.readouterr().err == ""
-    hub.fetch(f"{server.url}/b.pth", sha(data)[:8])  # stderr is not a terminal here
-    err = capsys.readouterr().err
-    assert err.count("\n") == 2 and "\r" not in err and "b.pth" in err
-
-
-def test_bad_arguments(home):
-    with pytest.raises(ValueError, match="sha256_prefix"):
-        hub.fetch(f"{PUBLISHED}/w.pth", "not-hex")
-    with pytest.raises(ValueError, match="file_name"):
-        hub.fetch(f"{PUBLISHED}/", "abcdef12")
+def test_nothing_reachable_names_both_sources(home, no_retry_wait):
+    entry = Pretrained("se_resnet18", "test", hub="timm/legacy_x.in1k",
+                       url="http://127.0.0.1:9/w-00.pth", url_sha256="00")
+    with pytest.raises(DownloadError) as err:
+        hub.fetch(entry, progress=False)
+    text = str(err.value)
+    assert "timm/legacy_x.in1k" in text and "127.0.0.1:9/w-00.pth" in text and "offline" in text
 
 
 def test_cache_dir_defaults_to_keras_home(tmp_path, monkeypatch):
@@ -196,39 +144,10 @@ def test_cache_dir_defaults_to_keras_home(tmp_path, monkeypatch):
     assert hub.cache_dir() == tmp_path / "sh"
 
 
-_CHILD = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, sys.argv[1])
-    from senet.weights import hub  # light: senet imports Keras only when a model is built
-    print("ready", flush=True)
-    sys.stdin.readline()  # start both fetches together
-    print(hub.fetch(sys.argv[2], sys.argv[3]), flush=True)
-""")
-
-
-def test_two_processes_download_once(server, home, tmp_path):
-    data = os.urandom(20 * 1024 * 1024)
-    url = publish(server, "big.pth", data)
-    server.behaviour["big.pth"] = "throttle"
-    env = dict(os.environ, SENET_HOME=str(home), SENET_WEIGHTS_MIRROR=server.url)
-    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(REPO), url,
-                               sha(data)[:12]],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
-    for p in procs:
-        assert p.stdout.readline().strip() == "ready", p.stderr.read()
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    results = [p.communicate(timeout=60) for p in procs]
-    for p, (out, err) in zip(procs, results):
-        assert p.returncode == 0, err
-        assert out.strip() == str(home / "downloads" / "big.pth")
-    assert (home / "downloads" / "big.pth").read_bytes() == data
-    assert server.requests["big.pth"] == 1 and server.full["big.pth"] == 1
-    assert sum(err.count("Downloaded big.pth") for _, err in results) == 1
-    assert leftovers(home / "downloads") == ["big.pth"]
+def test_cached_path_rejects_escapes(home):
+    for key in ["../x", "/etc/passwd", "", "a/../../b"]:
+        with pytest.raises(ValueError):
+            hub.cached_path(key)
 
 
 # --------------------------------------------------------------------------- ensure_cached
@@ -236,7 +155,6 @@ def test_two_processes_download_once(server, home, tmp_path):
 
 def test_ensure_cached_builds_once(home):
     target = hub.cached_path("converted/se_resnet50.weights.h5")
-    assert target == home / "converted" / "se_resnet50.weights.h5"
     built = []
 
     def build(tmp):
@@ -250,26 +168,14 @@ def test_ensure_cached_builds_once(home):
     assert hub.ensure_cached(target, build, validate) == target
     assert hub.ensure_cached(target, build, validate) == target
     assert len(built) == 1 and target.read_bytes() == b"good"
-    assert not built[0].exists()
     assert leftovers(target.parent) == [target.name]
 
 
-def test_ensure_cached_rebuilds_invalid_file(home):
+def test_ensure_cached_rebuilds_an_invalid_file_and_leaves_nothing_on_failure(home):
     target = hub.cached_path("converted/x.weights.h5")
     target.write_bytes(b"damaged")
-    calls = []
-
-    def build(tmp):
-        calls.append(tmp)
-        tmp.write_bytes(b"good")
-
-    assert hub.ensure_cached(target, build, lambda p: p.read_bytes() == b"good") == target
-    assert len(calls) == 1 and target.read_bytes() == b"good"
-    assert leftovers(target.parent) == [target.name]
-
-
-def test_ensure_cached_leaves_nothing_when_build_fails(home):
-    target = hub.cached_path("converted/x.weights.h5")
+    assert hub.ensure_cached(target, lambda t: t.write_bytes(b"good"),
+                             lambda p: p.read_bytes() == b"good") == target
     target.write_bytes(b"damaged")
 
     def build(tmp):
@@ -279,14 +185,118 @@ def test_ensure_cached_leaves_nothing_when_build_fails(home):
     with pytest.raises(RuntimeError, match="conversion failed"):
         hub.ensure_cached(target, build, lambda p: p.read_bytes() == b"good")
     assert leftovers(target.parent) == []
-
-    with pytest.raises(RuntimeError, match="does not pass validation"):
+    with pytest.raises(RuntimeError, match="does not pass"):
         hub.ensure_cached(target, lambda tmp: tmp.write_bytes(b"bad"),
                           lambda p: p.read_bytes() == b"good")
     assert leftovers(target.parent) == []
 
 
-def test_cached_path_rejects_escapes(home):
-    for key in ["../x", "/etc/passwd", "", "a/../../b"]:
-        with pytest.raises(ValueError):
-            hub.cached_path(key)
+# --------------------------------------------------------------------------- under stress
+
+# A child that loads catalogue weights the way a user does, with one catalogue entry pointed
+# at the test's generated file (the only thing a real run would not have).
+_CHILD = textwrap.dedent("""
+    import dataclasses, json, resource, signal, sys
+    sys.path.insert(0, sys.argv[1])
+    key, sha256, limit = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if limit:  # a disk that fills up: writes beyond `limit` bytes fail with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    from senet import catalogue
+    catalogue.CATALOGUE[key] = dataclasses.replace(catalogue.CATALOGUE[key], sha256=sha256)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    from senet.cli import main
+    sys.exit(main(["predict", sys.argv[5], "--weights", key, "--json", "--top", "1"]))
+""")
+KEY = "seresnext26t_32x4d.bt_in1k"
+
+
+@pytest.fixture(scope="module")
+def published_file(tmp_path_factory):
+    pytest.importorskip("timm")
+    from timm_reference import random_timm_model, save
+
+    path = tmp_path_factory.mktemp("w") / "model.safetensors"
+    return save(random_timm_model("seresnext26t_32x4d", seed=12), path, "safetensors").read_bytes()
+
+
+def _child(hub_server, home, data, limit=0):
+    env = dict(os.environ, SENET_HOME=str(home), HF_HOME=str(home.parent / "hf"),
+               HF_HUB_CACHE=str(home.parent / "hf" / "hub"), HF_ENDPOINT=hub_server.url,
+               KERAS_BACKEND="tensorflow", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    image = str(REPO / "senet" / "data" / "chelsea.jpg")
+    p = subprocess.Popen([sys.executable, "-c", _CHILD, str(REPO), KEY, sha(data), str(limit),
+                          image], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def _go(*procs):
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+
+
+def _serve(hub_server, data, how=None):
+    hub_server.hub[(f"timm/{KEY}", "model.safetensors")] = data
+    if how:
+        hub_server.behaviour[f"timm/{KEY}/model.safetensors"] = how
+
+
+def _predictions(out):
+    return [json.loads(l)["predictions"][0] for l in out.splitlines() if l.startswith("{")]
+
+
+def test_two_processes_fill_the_cache_once(hub_server, home, published_file):
+    _serve(hub_server, published_file, "throttle")
+    procs = [_child(hub_server, home, published_file) for _ in range(2)]
+    _go(*procs)
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    assert _predictions(results[0][0]) == _predictions(results[1][0]) != []
+    assert hub_server.full[f"timm/{KEY}/model.safetensors"] == 1  # downloaded once
+    assert leftovers(home / "converted") == [f"{KEY}-{sha(published_file)[:12]}.weights.h5"]
+
+
+def test_a_download_killed_midway_recovers_on_the_next_run(hub_server, home, published_file):
+    _serve(hub_server, published_file, "throttle")
+    p = _child(hub_server, home, published_file)
+    _go(p)
+    blobs = home.parent / "hf" / "hub"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(blobs.rglob("*.incomplete")):
+        time.sleep(0.05)
+    assert any(blobs.rglob("*.incomplete")), "the download never started"
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    assert leftovers(home / "converted") == []  # nothing half-written counts as converted
+    hub_server.behaviour.clear()
+    again = _child(hub_server, home, published_file)
+    _go(again)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert len(_predictions(out)) == 1
+
+
+@pytest.mark.parametrize("stage", ["download", "conversion"])
+def test_a_full_disk_fails_in_one_line_and_the_next_run_recovers(hub_server, home,
+                                                                  published_file, stage):
+    """The disk fills up while the file is downloaded, or while its conversion is written."""
+    _serve(hub_server, published_file)
+    limit = len(published_file) // 2 if stage == "download" else len(published_file) + 4096
+    p = _child(hub_server, home, published_file, limit=limit)
+    _go(p)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 1, err
+    lines = [l for l in err.splitlines() if l.strip() and "it/s" not in l]
+    assert lines and lines[-1].startswith("senet predict: error:") and "Traceback" not in err
+    assert "too large" in lines[-1].lower(), lines[-1]  # EFBIG: the file size limit
+    assert leftovers(home / "converted") == []
+    again = _child(hub_server, home, published_file)
+    _go(again)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert len(_predictions(out)) == 1

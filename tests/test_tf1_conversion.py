@@ -9,7 +9,7 @@ import pytest
 import keras
 import senet
 from senet.imagenet import devkit_to_sorted
-from senet.weights.convert import convert
+from senet.conversion import convert
 
 import caffe_reference as ref
 

@@ -1,8 +1,8 @@
-"""Issue 4's proof for PyTorch sources: timm/Cadene checkpoints, both torch file formats.
+"""PyTorch sources against timm: `senet convert` of timm's files (no torch needed to read them)
+gives timm's logits, for the 2017 family (torch.save zip and legacy formats) and for every
+block kind of the modern family (tiny rows, safetensors), on every backend.
 
-Every timm legacy SENet (random, calibrated BatchNorms) saved as zip and as the legacy
-pickle stream, converted by `senet convert` without torch, gives timm's logits on the same
-images. Runs on every backend; the big nets are marked slow.
+The full-size modern nets are proven through the catalogue path in test_pretrained.py.
 """
 
 import os
@@ -12,50 +12,77 @@ import pytest
 
 import keras
 import senet
-from senet.weights.convert import convert
+from senet.conversion import convert, read
+from senet.variants import VARIANTS, tiny
 from senet.weights.torch_format import read_state_dict
 
 pytestmark = pytest.mark.backends
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from timm_reference import TIMM_NAMES, random_timm_model, rgb_images, timm_logits  # noqa: E402
+from timm_reference import random_timm_model, rgb_images, save, timm_logits  # noqa: E402
 
+LEGACY = [n for n, v in VARIANTS.items() if v.legacy and v.timm]
+MODERN = [n for n, v in VARIANTS.items() if not v.legacy]
 FAST = ("se_resnet18", "se_resnet50", "se_resnext26_32x4d")
-LOGIT_TOL = 1e-4
 
 
-def _cases():
-    """Every net in the zip format; the legacy pickle stream for the small nets and SENet-154."""
-    for name in TIMM_NAMES:
+def _legacy_cases():
+    """Every 2017 net in the zip format; the legacy pickle stream for the small nets and
+    SENet-154."""
+    for name in LEGACY:
         marks = () if name in FAST else pytest.mark.slow
-        yield pytest.param(name, False, marks=marks, id=f"{name}-zip")
+        yield pytest.param(name, "zip", marks=marks, id=f"{name}-zip")
         if name in FAST or name == "senet154":
-            yield pytest.param(name, True, marks=marks, id=f"{name}-legacy")
+            yield pytest.param(name, "legacy", marks=marks, id=f"{name}-legacy")
 
 
-@pytest.mark.parametrize("name,legacy_format", list(_cases()))
-def test_converted_timm_checkpoint_gives_timm_logits(name, legacy_format, tmp_path):
-    model = random_timm_model(name, seed=1)
-    pth = tmp_path / f"{name}.pth"
-    torch.save(model.state_dict(), pth, _use_new_zipfile_serialization=not legacy_format)
+def _record(name, fmt, diff, want):
+    if os.environ.get("SENET_RECORD_DIFFS"):
+        with open(os.environ["SENET_RECORD_DIFFS"], "a") as f:
+            f.write(f"timm {name} {fmt} {keras.backend.backend()} logits {diff:.2e} "
+                    f"(logits range {want.min():.1f}..{want.max():.1f})\n")
 
-    rgb = rgb_images(2)
-    want = timm_logits(model, rgb)
-    assert want.std() > 0.5, "the reference net is degenerate"
 
+def _check(model, reference, rgb, name, fmt):
+    want = timm_logits(reference, rgb)
+    tolerance = 1e-4 * max(1.0, float(np.abs(want).max()))
+    assert want.std() > 0.5 and np.abs(want[0] - want[1]).max() > 100 * tolerance, "degenerate"
+    got = keras.ops.convert_to_numpy(model.predict(senet.preprocess_input(rgb), verbose=0))
+    diff = float(np.abs(got - want).max())
+    _record(name, fmt, diff, want)
+    assert diff <= tolerance, f"max |logit diff| {diff:.2e} (logits up to {np.abs(want).max():.1f})"
+
+
+@pytest.mark.parametrize("name,fmt", list(_legacy_cases()))
+def test_converted_timm_legacy_checkpoint_gives_timm_logits(name, fmt, tmp_path):
+    reference = random_timm_model(name, seed=1)
+    pth = save(reference, tmp_path / f"{name}.pth", fmt)
     out = tmp_path / f"{name}.weights.h5"
     meta = convert(pth, name, out)
     assert meta["input"] == "torch" and meta["class_order"] == "sorted"
-    keras_model = senet.create_model(name, weights=str(out), classifier_activation=None)
-    got = keras.ops.convert_to_numpy(keras_model.predict(senet.preprocess_input(rgb), verbose=0))
-    diff = np.abs(got - want).max()
-    if os.environ.get("SENET_RECORD_DIFFS"):
-        with open(os.environ["SENET_RECORD_DIFFS"], "a") as f:
-            f.write(f"timm {name} {'legacy' if legacy_format else 'zip'} "
-                    f"{keras.backend.backend()} logits {diff:.2e} "
-                    f"(logits range {want.min():.1f}..{want.max():.1f})\n")
-    assert diff <= LOGIT_TOL, f"max |logit diff| {diff:.2e} (logits up to {np.abs(want).max():.1f})"
+    assert meta["layout"] == "timm_legacy"
+    model = senet.create_model(name, weights=str(out), classifier_activation=None)
+    _check(model, reference, rgb_images(2), name, fmt)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_every_modern_block_kind_converts_exactly(name, tmp_path):
+    """Tiny rows (one unit per stage) keep each row's stem, pool, shortcut, anti-aliasing,
+    groups and SE rounding; timm's ResNet class builds the same, at an odd size."""
+    v = tiny(name)
+    reference = random_timm_model(v, seed=2, num_classes=10)
+    src = save(reference, tmp_path / "model.safetensors", "safetensors")
+    weights, meta = read(src, v)
+    assert meta["layout"] == "timm" and meta["input"] == "torch" and meta["classes"] == 10
+    model = senet.build(v, classes=10, classifier_activation=None, input_shape=(None, None, 3))
+    from senet.imagenet import input_adapter
+    from senet.weights import native
+
+    native.apply(model, weights, str(src))
+    inp = keras.Input((None, None, 3))
+    adapted = keras.Model(inp, model(input_adapter("torch")(inp)))
+    _check(adapted, reference, rgb_images(2, (97, 129)), v.name, "safetensors")
 
 
 def test_reader_matches_torch_load(tmp_path):
@@ -68,17 +95,20 @@ def test_reader_matches_torch_load(tmp_path):
 
 
 def test_parameter_counts_equal_timms():
-    import timm
+    """The table's counts are timm's (test_models checks them against the built models)."""
+    from timm_reference import timm_model
 
-    for name, timm_name in TIMM_NAMES.items():
-        if name in FAST:
-            n = sum(p.numel() for p in timm.create_model(timm_name).parameters())
-            assert n == senet.VARIANTS[name].params
+    for name, v in VARIANTS.items():
+        if v.timm and name not in ("se_resnet101", "se_resnet152", "senet154", "gluon_senet154",
+                                   "seresnextaa201d_32x8d"):
+            n = sum(p.numel() for p in timm_model(name).parameters())
+            assert n == v.params, name
 
 
 def test_wrong_architecture_is_named(tmp_path):
-    pth = tmp_path / "r18.pth"
-    torch.save(random_timm_model("se_resnet18").state_dict(), pth)
-    with pytest.raises(ValueError, match=r"missing layer1\.0\.conv3\.weight.*--model"):
+    pth = save(random_timm_model("se_resnet18"), tmp_path / "r18.pth", "zip")
+    with pytest.raises(ValueError, match=r"missing layer1\.0\.conv3\.weight"):
         convert(pth, "se_resnet50", tmp_path / "x.weights.h5")
+    with pytest.raises(ValueError, match=r"missing"):
+        convert(pth, "seresnet50", tmp_path / "x.weights.h5")  # the modern layout's names
     assert not (tmp_path / "x.weights.h5").exists()

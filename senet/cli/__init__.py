@@ -1,7 +1,7 @@
 """The `senet` command: thin subcommands over the library.
 
-User errors (bad files, bad arguments, no network) end with one line on stderr and a
-non-zero exit code; a traceback means a bug.
+User errors (`senet.errors.SenetError`: bad files, bad arguments, no network) end with one
+line on stderr and exit code 1; anything else keeps its traceback, because it is a bug.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import argparse
 import importlib
 import os
 import sys
+
+from senet.errors import ArgumentError as UserError  # noqa: F401 - the commands' bad options
+from senet.errors import MissingDependencyError, SenetError, one_line
 
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args).
 COMMANDS = {
@@ -22,18 +25,6 @@ COMMANDS = {
 }
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
-
-
-def _user_errors():
-    """Exception types that describe bad input rather than a bug."""
-    from senet.weights.hub import DownloadError
-
-    return (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError,
-            DownloadError)
-
-
 def import_keras_quietly():
     """Import Keras with TensorFlow's start-up chatter (written to fd 2 by C++) silenced."""
     if "keras" in sys.modules:
@@ -44,7 +35,13 @@ def import_keras_quietly():
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras
+            try:
+                import keras
+            except ModuleNotFoundError as err:
+                backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+                raise MissingDependencyError(
+                    f"Keras cannot start: {err} (KERAS_BACKEND={backend}). Install the backend: "
+                    f"pip install 'senet[{backend}]'") from None
 
             if keras.backend.backend() == "tensorflow":  # device discovery logs too (no GPU, ...)
                 import tensorflow as tf
@@ -67,12 +64,15 @@ def main(argv=None) -> int:
         if getattr(args, "needs_keras", True):
             import_keras_quietly()
         return importlib.import_module(args._module).run(args) or 0
-    except _user_errors() as err:
-        print(f"senet {args.command}: error: {err}", file=sys.stderr)
+    except SenetError as err:
+        print(f"senet {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `senet list | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 141
 
 
 if __name__ == "__main__":

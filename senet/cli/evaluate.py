@@ -1,8 +1,9 @@
-"""senet evaluate DIR: top-1 / top-5 accuracy on an ImageNet-style validation set.
+"""senet evaluate DIR: top-1 / top-5 accuracy on a validation set.
 
-DIR holds either wnid sub-folders (DIR/n01440764/*.JPEG, the layout of Keras, timm and
-torchvision), or the images themselves with a label file (`name label` per line, label a
-class id in --label-order order, or a wnid). Labels become wnids first, then indices in
+DIR holds either class sub-folders (DIR/n01440764/*.JPEG, the layout of Keras, timm and
+torchvision; for a model trained by `senet train`, folders named by its classes), or the
+images themselves with a label file (`name label` per line, label a class id in
+--label-order order, a wnid or a class name). Labels become class ids first, then indices in
 the model's own output order, so any file works with any weights.
 """
 
@@ -35,8 +36,8 @@ def add_arguments(p):
     add_model_arguments(p)
 
 
-def _wnid_folders(root, wnids):
-    """(path, wnid) of the images in root's wnid sub-folders, sorted."""
+def _class_folders(root, wnids):
+    """(path, class id) of the images in root's class sub-folders, sorted."""
     from senet.cli import UserError
     from senet.images import EXTENSIONS
 
@@ -49,20 +50,21 @@ def _wnid_folders(root, wnids):
         elif entry.is_file() and entry.name.lower().endswith(EXTENSIONS):
             loose += 1
     if not samples and loose:
-        raise UserError(f"{root}: {loose} images but no wnid sub-folders (like "
-                        f"{os.path.join(root, 'n01440764')}); for a flat folder pass "
+        raise UserError(f"{root}: {loose} images but no class sub-folders (like "
+                        f"{os.path.join(root, sorted(wnids)[0])}); for a flat folder pass "
                         "--labels FILE ('name label' per line).")
     return samples
 
 
-def _label_file(path, root, order):
-    """(path, wnid) of every line of the label file `path`, sorted by file name."""
+def _label_file(path, root, table):
+    """(path, class id) of every line of the label file `path`, sorted by file name.
+
+    `table`: (id, name) of the classes in the order the file's numeric labels use.
+    """
     from senet.cli import UserError
-    from senet.imagenet import class_table
 
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such label file.")
-    table = class_table(order)
     wnids = {w for w, _ in table}
     samples = []
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -77,7 +79,8 @@ def _label_file(path, root, order):
             if label not in wnids:
                 if not (label.isascii() and label.isdigit()) or not 0 <= int(label) < len(table):
                     raise UserError(f"{path}, line {lineno}: label {label!r} is neither a "
-                                    "class id 0-999 nor an ImageNet wnid.")
+                                    f"class id 0-{len(table) - 1} nor a class of the model "
+                                    f"(such as {table[0][0]!r}).")
                 label = table[int(label)][0]
             samples.append((os.path.join(root, name), label))
     samples.sort()
@@ -86,24 +89,32 @@ def _label_file(path, root, order):
     return samples
 
 
-def find_samples(args):
-    """The (path, wnid) pairs to evaluate, in sorted order, limited to --limit."""
+def find_samples(args, table):
+    """The (path, class id) pairs to evaluate, in sorted order, limited to --limit.
+
+    `table`: (id, name) of the model's outputs, in order.
+    """
     from senet.cli import UserError
     from senet.imagenet import class_table
 
     if not os.path.isdir(args.dir):
         what = "not a directory" if os.path.exists(args.dir) else "no such directory"
         raise UserError(f"{args.dir}: {what}.")
+    imagenet_1k = len(table) == 1000 and table[0][0].startswith("n")
     if args.labels:
-        samples = _label_file(args.labels, args.dir, args.label_order or "devkit")
+        if args.label_order and not imagenet_1k:
+            raise UserError("--label-order applies to ImageNet-1k models; the file's ids are "
+                            "taken in the model's own class order.")
+        order_table = class_table(args.label_order or "devkit") if imagenet_1k else table
+        samples = _label_file(args.labels, args.dir, order_table)
     else:
         if args.label_order:
-            raise UserError("--label-order applies to a --labels file; wnid sub-folders "
+            raise UserError("--label-order applies to a --labels file; class sub-folders "
                             "name their classes themselves.")
-        samples = _wnid_folders(args.dir, {w for w, _ in class_table("sorted")})
+        samples = _class_folders(args.dir, {w for w, _ in table})
     if not samples:
-        raise UserError(f"{args.dir}: no images found (expected wnid sub-folders like "
-                        f"{os.path.join(args.dir, 'n01440764', '*.JPEG')}, or image files "
+        raise UserError(f"{args.dir}: no images found (expected class sub-folders like "
+                        f"{os.path.join(args.dir, table[0][0], '*.JPEG')}, or image files "
                         "listed in a --labels file).")
     return samples[:args.limit] if args.limit else samples
 
@@ -115,16 +126,16 @@ def _pct(k, n):
 def run(args):
     from senet._io import atomic_write
     from senet.cli import UserError
-    from senet.imagenet import class_table
+    from senet.imagenet import labels
 
-    check_model_arguments(args)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1 (got {args.limit}).")
     if args.json_out and os.path.isdir(args.json_out):
         raise UserError(f"--json {args.json_out}: is a directory; name the output file.")
-    samples = find_samples(args)
-    model, order = load_model(args)
-    index = {w: i for i, (w, _) in enumerate(class_table(order))}
+    check_model_arguments(args)
+    samples = find_samples(args, labels(args.meta, args.meta.get("classes")))
+    model, table = load_model(args)
+    index = {w: i for i, (w, _) in enumerate(table)}
     label_of = {path: index[wnid] for path, wnid in samples}
 
     progress = Progress(len(samples))
@@ -135,10 +146,10 @@ def run(args):
             progress.note(f"senet evaluate: error: {message}")
         failed += len(errors)
         if ok:
-            labels = np.array([label_of[p] for p in ok])
+            truth = np.array([label_of[p] for p in ok])
             best = np.argsort(-probs, axis=1, kind="stable")[:, :5]
-            top1 += int((best[:, 0] == labels).sum())
-            top5 += int((best == labels[:, None]).any(axis=1).sum())
+            top1 += int((best[:, 0] == truth).sum())
+            top5 += int((best == truth[:, None]).any(axis=1).sum())
             n += len(ok)
         progress.update(len(ok) + len(errors),
                         f"  top-1 {_pct(top1, n) or 0:.2f}%  top-5 {_pct(top5, n) or 0:.2f}%")
@@ -147,9 +158,10 @@ def run(args):
 
     result = {"model": args.model, "weights": args.weights, "dir": args.dir, "images": n,
               "top1": _pct(top1, n), "top5": _pct(top5, n), "errors": failed,
-              "seconds": round(seconds, 3), "size": args.size, "crop_pct": args.crop_pct}
+              "seconds": round(seconds, 3), "size": args.size, "crop_pct": args.crop_pct,
+              "interpolation": args.interpolation}
     print(f"{args.model} (weights {args.weights}) on {args.dir}, {args.size} px, "
-          f"crop {args.crop_pct:g}:")
+          f"crop {args.crop_pct:g}, {args.interpolation}:")
     if n:
         print(f"  top-1 {result['top1']:6.2f}%  ({top1}/{n})")
         print(f"  top-5 {result['top5']:6.2f}%  ({top5}/{n})")

@@ -1,20 +1,21 @@
 """senet export --model NAME --format savedmodel|onnx|tflite --output PATH"""
 
 from senet.export import FORMATS  # the module imports TensorFlow only when used
-from senet.variants import VARIANTS
 
 
 def add_arguments(p):
-    p.add_argument("--model", required=True, metavar="NAME", help=", ".join(VARIANTS))
-    p.add_argument("--weights", metavar="imagenet|FILE",
-                   help="'imagenet' or a senet weights file (default: random weights)")
+    p.add_argument("--model", required=True, metavar="NAME[.TAG]",
+                   help="architecture, optionally with a weights tag (`senet list`)")
+    p.add_argument("--weights", metavar="imagenet|TAG|FILE",
+                   help="'imagenet', a tag or a senet weights file (default: random weights)")
     p.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
                    help="SavedModel directory, ONNX file or TFLite file")
     p.add_argument("--output", "-o", required=True, metavar="PATH")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="fixed batch size of the exported model (default: dynamic)")
-    p.add_argument("--size", type=int, default=224, metavar="PX",
-                   help="input height and width in pixels (default: 224)")
+    p.add_argument("--size", type=int, metavar="PX",
+                   help="input height and width in pixels (default: the weights' evaluation "
+                        "size, else 224)")
 
 
 def run(args):
@@ -27,7 +28,9 @@ def run(args):
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size}); "
                         "leave it out for a dynamic batch size.")
     export.check_ready(args.fmt)
-    model = create_model(args.model, weights=args.weights, input_shape=image_shape(args.size))
+    # Without --size the builder takes the weights' evaluation size (else 224).
+    model = create_model(args.model, weights=args.weights,
+                         input_shape=image_shape(args.size) if args.size else None)
     r = export.export(model, args.output, args.fmt, batch_size=args.batch_size)
     batch = "dynamic batch" if args.batch_size is None else f"batch {args.batch_size}"
     weights = args.weights or "random weights (no --weights)"

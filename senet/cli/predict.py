@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from senet._progress import Progress
-from senet.images import DEFAULT_CROP_PCT
+from senet.images import DEFAULT_CROP_PCT, INTERPOLATIONS
 from senet.variants import DEFAULT_SIZE, MIN_SIZE
 
 DEFAULT_MODEL = "se_resnext50_32x4d"
@@ -21,20 +21,24 @@ DEFAULT_MODEL = "se_resnext50_32x4d"
 
 def add_model_arguments(p):
     """The options of every command that runs a classifier over image files."""
-    p.add_argument("--model", metavar="NAME",
-                   help=f"architecture (default: the one recorded in the --weights file, "
-                        f"else {DEFAULT_MODEL}); `senet list` shows them")
-    p.add_argument("--weights", default="imagenet", metavar="imagenet|FILE",
-                   help="'imagenet' (downloaded once and cached, the default) or a weights "
-                        "file written by `senet convert`")
+    p.add_argument("--model", metavar="NAME[.TAG]",
+                   help=f"architecture, optionally with a weights tag (default: the one recorded "
+                        f"in the --weights file, else {DEFAULT_MODEL}); `senet list` shows them")
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|TAG|FILE",
+                   help="'imagenet' (the architecture's default weights, downloaded once and "
+                        "cached), a tag such as seresnet50.a1_in1k (`senet list --pretrained`), "
+                        "or a weights file written by `senet convert` or `senet train`")
     p.add_argument("--batch-size", type=int, default=16, metavar="N",
                    help="images per model call (default: 16)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX",
-                   help=f"crop size fed to the model (default: {DEFAULT_SIZE})")
-    p.add_argument("--crop-pct", type=float, default=DEFAULT_CROP_PCT, metavar="F",
+    p.add_argument("--size", type=int, metavar="PX",
+                   help="crop size fed to the model (default: the weights' evaluation size, "
+                        f"else {DEFAULT_SIZE})")
+    p.add_argument("--crop-pct", type=float, metavar="F",
                    help="the crop is this fraction of the resized shorter side: resize to "
-                        f"floor(size / F), then centre-crop (default: {DEFAULT_CROP_PCT}, "
-                        "i.e. 256 then 224)")
+                        "floor(size / F), then centre-crop (default: the weights', else "
+                        f"{DEFAULT_CROP_PCT}, i.e. 256 then 224)")
+    p.add_argument("--interpolation", choices=list(INTERPOLATIONS),
+                   help="resize filter (default: the weights', else bilinear)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="image decoding threads (default: CPU count, at most 8)")
     p.set_defaults(needs_keras=False)  # imported after the options are checked
@@ -51,76 +55,69 @@ def add_arguments(p):
 
 
 def check_model_arguments(args):
-    """Fail on bad options in one line, before the slow part (Keras, weights)."""
+    """Fail on bad options in one line, before the slow part (Keras, weights).
+
+    Settles args.model, args.weights and the preprocessing (size, crop_pct, interpolation:
+    the weights' own unless given), and sets args.meta to the weights' metadata.
+    """
+    from senet import catalogue
     from senet.cli import UserError
     from senet.variants import get_variant
+    from senet.weights import loader, native
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size}).")
-    if args.size < MIN_SIZE:
+    if args.size is not None and args.size < MIN_SIZE:
         raise UserError(f"--size must be at least {MIN_SIZE} px (got {args.size}).")
-    if not 0 < args.crop_pct <= 1:
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct:g}); 0.875 is the "
                         "usual 224-of-256 crop, 1 resizes the shorter side to --size.")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1 (got {args.workers}).")
     recorded = None
-    if args.weights != "imagenet":
-        if not os.path.isfile(args.weights):
-            raise UserError(f"{args.weights}: no such weights file (pass --weights imagenet, "
-                            "or a file written by `senet convert`).")
-        from senet.weights import native
-
-        recorded = (native.read_meta(args.weights) or {}).get("model")
-    if args.model is None:
-        args.model = recorded or DEFAULT_MODEL
-    args.model = get_variant(args.model).name  # unknown names fail here, with suggestions
+    if os.path.isfile(args.weights):
+        doc = native.read_header(args.weights)
+        recorded = (doc or {}).get("meta", {}).get("model")
+    elif os.sep in args.weights or args.weights.endswith(".h5"):
+        raise UserError(f"{args.weights}: no such weights file (pass --weights imagenet, a tag, "
+                        "or a file written by `senet convert` or `senet train`).")
+    elif catalogue.split(args.weights)[1] is not None and args.model is None:
+        recorded = catalogue.find(args.weights).arch  # --weights arch.tag names the model
+    model = args.model or recorded or DEFAULT_MODEL
+    arch, tag = catalogue.split(model)
+    if tag is not None:
+        if args.weights != "imagenet":
+            raise UserError(f"--model {model} names weights, and so does --weights "
+                            f"{args.weights}; give the tag in one of them.")
+        args.weights = catalogue.find(model).key
+    args.model = get_variant(arch).name  # unknown names fail here, with suggestions
     if recorded and recorded != args.model:
         raise UserError(f"{args.weights} holds {recorded} weights, not {args.model}; pass "
                         f"--model {recorded} or leave --model out.")
-
-
-def _download_failed(err, name) -> str:
-    """A short line for a DownloadError (whose message is a paragraph): why, and the offline way."""
-    from senet.variants import get_variant
-
-    reason = str(err).split(". ")[0]  # "Could not download F from S: reason (mirror note)"
-    if reason.startswith("Could not download") and ": " in reason:
-        reason = reason.split(": ", 1)[1].split(" (SENET_WEIGHTS_MIRROR is set")[0]
-    url = get_variant(name).weights_url
-    file_name = url.rsplit("/", 1)[-1]
-    return (f"cannot download the ImageNet weights of {name}: {reason}. To work offline, fetch "
-            f"{url} elsewhere, run `senet convert {file_name} --model {name} --output "
-            f"{name}.weights.h5` and pass --weights {name}.weights.h5")
+    resolved = loader.resolve(get_variant(args.model), args.weights)
+    args.meta = resolved.meta
+    pre = resolved.meta.get("preprocessing") or {}
+    args.size = args.size or pre.get("size") or DEFAULT_SIZE
+    args.crop_pct = args.crop_pct or pre.get("crop_pct") or DEFAULT_CROP_PCT
+    args.interpolation = args.interpolation or pre.get("interpolation") or "bilinear"
 
 
 def load_model(args):
-    """(model, class order of its outputs) for the checked options."""
-    from senet.cli import UserError, import_keras_quietly
+    """(model, (id, name) of each output) for the checked options."""
+    from senet.cli import import_keras_quietly
 
     import_keras_quietly()
-    import keras
-
+    from senet.bench import image_shape
+    from senet.imagenet import labels
     from senet.models import create_model
-    from senet.weights.hub import DownloadError
 
-    s = args.size
-    channels_first = keras.config.image_data_format() == "channels_first"
-    try:
-        model = create_model(args.model, weights=args.weights,
-                             input_shape=(3, s, s) if channels_first else (s, s, 3))
-    except DownloadError as err:
-        raise UserError(_download_failed(err, args.model)) from None
-    classes = model.output_shape[-1]
-    if classes != 1000:
-        raise UserError(f"{args.weights}: the classifier has {classes} classes; this command "
-                        "needs an ImageNet (1000-class) classifier.")
+    model = create_model(args.model, weights=args.weights, input_shape=image_shape(args.size))
     meta = getattr(model, "senet_weights", None) or {}
-    return model, meta.get("class_order", "sorted")
+    return model, labels(meta, model.output_shape[-1])
 
 
 def predict_batches(model, paths, args):
-    """Yield (probabilities (n, 1000), ok_paths, errors) over `paths`, batch by batch.
+    """Yield (probabilities (n, classes), ok_paths, errors) over `paths`, batch by batch.
 
     Decoding runs in threads while the model works. The last batch is padded to the
     batch size so the compiled model never sees a new shape.
@@ -137,8 +134,10 @@ def predict_batches(model, paths, args):
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     channels_first = keras.config.image_data_format() == "channels_first"
     batch = min(args.batch_size, len(paths))
-    for images, ok, errors in iter_batches(paths, batch, args.size, args.crop_pct, args.workers):
-        probs = np.zeros((0, 1000), np.float32)
+    classes = model.output_shape[-1]
+    for images, ok, errors in iter_batches(paths, batch, args.size, args.crop_pct, args.workers,
+                                           args.interpolation):
+        probs = np.zeros((0, classes), np.float32)
         if ok:
             x = preprocess_input(images, data_format="channels_last")
             if channels_first:
@@ -152,13 +151,11 @@ def predict_batches(model, paths, args):
 
 def run(args):
     from senet.cli import UserError
-    from senet.imagenet import class_table
 
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1 (got {args.top}).")
     check_model_arguments(args)
-    if not 1 <= args.top <= 1000:
-        raise UserError(f"--top must be between 1 and 1000 (got {args.top}).")
-    model, order = load_model(args)
-    table = class_table(order)
+    model, table = load_model(args)
     # A bar only when there is more than one batch to wait for.
     progress = Progress(len(args.images), live=None if len(args.images) > args.batch_size else False)
     failed = 0
@@ -169,7 +166,7 @@ def run(args):
         failed += len(errors)
         progress.clear()
         for path, row in zip(ok, probs):
-            top = np.argsort(-row, kind="stable")[:args.top]
+            top = np.argsort(-row, kind="stable")[:min(args.top, len(table))]
             rows = [(table[i][0], table[i][1], float(row[i])) for i in top]
             if args.json:
                 print(json.dumps({"image": path, "predictions": [

@@ -14,13 +14,15 @@ import re
 
 import numpy as np
 
+from senet.errors import WeightsFileError
+
 from senet._io import atomic_write
 
 __all__ = ["CaffeFormatError", "CaffeLayer", "V1_LAYER_TYPES", "parse_prototxt",
            "prototxt_layers", "read_caffemodel", "write_caffemodel"]
 
 
-class CaffeFormatError(ValueError):
+class CaffeFormatError(WeightsFileError):
     """A Caffe file that cannot be read; the message names the file and what to do."""
 
 

@@ -1,15 +1,18 @@
-"""Fetch the published weight files once, verify them, and keep them in a local cache.
+"""Fetch published weight files, verify them, and keep the converted results in a local cache.
 
-Every download is checked against a sha256 prefix before it lands in the cache, so a
-file in the cache is always a complete, verified copy. Writes go to a temporary file
-beside the target and are renamed into place, under a per-file lock, so concurrent
-processes neither corrupt the cache nor download the same file twice.
+Hugging Face Hub files are fetched by `huggingface_hub` (its cache, locking, resume,
+`HF_HUB_OFFLINE`, and `HF_ENDPOINT` for mirrors); every file is then checked against the full
+sha256 in the catalogue (or, for an entry not pinned yet, the sha256 the Hub declares for it)
+and removed from the Hub cache if it does not match. Files with no Hub copy (timm's 2017
+release files on GitHub) are streamed by `_download_url`, which huggingface_hub does not do
+for arbitrary URLs: temporary file, sha256 prefix check, rename, under a per-file lock.
 
-Environment:
-  SENET_HOME             cache directory (default: $KERAS_HOME/senet, KERAS_HOME
-                         defaulting to ~/.keras as in Keras).
-  SENET_WEIGHTS_MIRROR   fetch `<mirror>/<file name>` instead of the published URL; an
-                         http(s) URL, a file:// URL or a local directory (air-gapped use).
+What the project caches itself is the converted file (`converted/`, the project's own
+format, checksum-verified on every load), so a second `weights="imagenet"` neither
+downloads nor converts.
+
+Environment: SENET_HOME (cache directory; default $KERAS_HOME/senet, KERAS_HOME defaulting to
+~/.keras), HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_ENDPOINT (huggingface_hub's own).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import http.client
 import os
 import socket
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,28 +31,10 @@ from typing import Callable
 
 from senet._io import atomic_path
 from senet._progress import Progress
+from senet.errors import DownloadError, HashMismatchError, WeightsFileError
 
-__all__ = [
-    "DownloadError",
-    "HashMismatchError",
-    "cache_dir",
-    "cached_path",
-    "ensure_cached",
-    "fetch",
-    "sha256_file",
-]
-
-# Seconds to wait for the connection and for each read; module-level so it can be tuned.
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # seconds to wait for a URL's connection and for each read
 _CHUNK = 1 << 20
-
-
-class DownloadError(OSError):
-    """A weight file could not be fetched; the message says what to do by hand."""
-
-
-class HashMismatchError(DownloadError):
-    """The fetched file is not the published one (wrong or corrupted content)."""
 
 
 # --------------------------------------------------------------------------- locations
@@ -67,26 +51,19 @@ def cache_dir() -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"Cannot create the senet cache directory {root}: {e.strerror or e}. "
-                      "Set SENET_HOME to a writable directory.") from e
+        raise DownloadError(f"Cannot create the senet cache directory {root}: "
+                            f"{e.strerror or e}. Set SENET_HOME to a writable directory.") from None
     return root
 
 
 def cached_path(key: str) -> Path:
-    """Path of a derived artifact `key` (a relative '/'-separated name) inside the cache.
-
-    Parent directories are created; `key` may not escape the cache directory.
-    """
+    """Path of a derived artifact `key` (a relative '/'-separated name) inside the cache."""
     parts = [p for p in str(key).replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts or os.path.isabs(str(key)):
-        raise ValueError(f"Invalid cache key {key!r}: use a relative name such as "
-                         "'converted/se_resnet50.weights.h5' without '..'.")
+        raise ValueError(f"Invalid cache key {key!r}: use a relative name without '..'.")
     path = cache_dir().joinpath(*parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-# --------------------------------------------------------------------------- hashing
 
 
 def sha256_file(path) -> str:
@@ -98,153 +75,189 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def _hash_ok(path: Path, prefix: str) -> bool:
-    try:
-        return sha256_file(path).startswith(prefix)
-    except FileNotFoundError:
-        return False
-
-
 # --------------------------------------------------------------------------- locking
 
 
 @contextlib.contextmanager
-def _file_lock(lock_path: Path, label: str, announce: bool):
-    """Hold an exclusive lock on `lock_path` so only one process writes the artifact.
+def file_lock(lock_path: Path, label: str = "", announce: bool = False):
+    """Hold an exclusive lock on `lock_path` so that only one process writes an artifact.
 
-    The lock file is left in place: deleting it would race with a process that has
-    already opened it and is waiting. POSIX uses flock; Windows uses msvcrt; elsewhere
-    there is no lock (writes are still atomic, only duplicate work is possible).
+    The lock file is left in place: deleting it would race with a process waiting on it.
+    POSIX flock; elsewhere no lock (writes stay atomic, only duplicate work is possible).
     """
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         f = open(lock_path, "a+b")
     except OSError as e:
-        raise OSError(e.errno, f"Cannot write to the senet cache ({lock_path}): "
-                      f"{e.strerror or e}. Set SENET_HOME to a writable directory.") from e
+        raise DownloadError(f"Cannot write to the senet cache ({lock_path}): {e.strerror or e}. "
+                            "Set SENET_HOME to a writable directory.") from None
     with f:
         try:
             import fcntl
         except ImportError:
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if announce:
-                    print(f"Waiting for another process to finish {label} ...",
-                          file=sys.stderr, flush=True)
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-            return
-        try:
-            import msvcrt
-        except ImportError:
             yield
             return
-        while True:
-            try:
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if announce:
+                print(f"Waiting for another process to finish {label} ...", file=sys.stderr,
+                      flush=True)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
-            f.seek(0)
-            msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-# --------------------------------------------------------------------------- fetching
+# --------------------------------------------------------------------------- the Hub
 
 
-def _file_name_from_url(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+def hub_url(entry) -> str:
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{entry.hub}/resolve/main/{entry.file}"
 
 
-def _source_for(url: str, file_name: str) -> tuple[str, bool]:
-    """Where to read the file from: (url or local path, is_local)."""
-    mirror = os.environ.get("SENET_WEIGHTS_MIRROR", "").strip()
-    if not mirror:
-        return url, False
-    trimmed = mirror.rstrip("/\\") or mirror
-    scheme = urllib.parse.urlsplit(trimmed).scheme.lower()
-    if scheme in ("http", "https", "ftp"):
-        return f"{trimmed}/{urllib.parse.quote(file_name)}", False
-    if scheme == "file":
-        directory = urllib.request.url2pathname(urllib.parse.urlsplit(trimmed).path)
-        return os.path.join(directory, file_name), True
-    return os.path.join(os.path.expanduser(trimmed), file_name), True
-
-
-def _manual_hint(url: str, file_name: str, model_name: str | None) -> str:
-    model = model_name or "<model>"
-    out = f"{model_name}.weights.h5" if model_name else "<out>.weights.h5"
-    return (f"To proceed by hand: download {url} on a machine with internet, then run "
-            f"`senet convert {file_name} --model {model} --output {out}` and pass "
-            f"weights='{out}'; or put {file_name} in a directory and set "
-            f"SENET_WEIGHTS_MIRROR to that directory.")
+def offline_route(entry) -> str:
+    """What to do by hand: fetch the file elsewhere, convert it, pass the converted file."""
+    where = (f"https://huggingface.co/{entry.hub}/resolve/main/{entry.file}" if entry.hub
+             else entry.url)
+    out = f"{entry.key}.weights.h5"
+    return (f"To work offline, download {where} elsewhere, run `senet convert "
+            f"{os.path.basename(where)} --model {entry.key} --output {out}` and pass "
+            f"weights={out}")
 
 
 def _reason(exc: BaseException) -> str:
-    """One human sentence fragment for why a transfer failed."""
+    """One short phrase for why a transfer failed."""
+    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+
+    if isinstance(exc, OfflineModeIsEnabled) or (
+            isinstance(exc, LocalEntryNotFoundError) and _offline()):
+        return "offline mode is on (HF_HUB_OFFLINE) and the file is not in the Hub cache"
+    if isinstance(exc, LocalEntryNotFoundError):
+        return "the Hub could not be reached (offline?) and the file is not in the Hub cache"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "the Hub has no such repository"
+    if isinstance(exc, EntryNotFoundError):
+        return "the Hub repository has no such file"
     if isinstance(exc, urllib.error.HTTPError):
         return f"the server answered HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
         if not isinstance(exc.reason, BaseException):
             return str(exc.reason)
         exc = exc.reason
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"no data for {TIMEOUT:g} s (timed out)"
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (no server is listening there; offline?)"
+        return "connection refused (offline?)"
     if isinstance(exc, socket.gaierror):
-        return f"the host name could not be resolved ({exc.strerror or exc}; offline?)"
+        return "the host name could not be resolved (offline?)"
     if isinstance(exc, http.client.IncompleteRead):
         return "the connection closed before the whole file was received"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.rstrip(".")
-    return str(exc) or exc.__class__.__name__
+    text = " ".join(str(exc).split())
+    return text[:200] or type(exc).__name__
 
 
-def _open(source: str, is_local: bool):
-    """Open the source for streaming: (binary stream, total size or None)."""
-    if is_local:
-        stream = open(source, "rb")
-        return stream, os.fstat(stream.fileno()).st_size
-    request = urllib.request.Request(source, headers={"User-Agent": "senet-weights/1"})
-    response = urllib.request.urlopen(request, timeout=TIMEOUT)  # follows redirects
-    length = response.headers.get("Content-Length")
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def _fetch_hub(entry) -> Path:
+    """The verified Hub file of `entry` (from huggingface_hub's cache or downloaded into it)."""
+    from huggingface_hub import hf_hub_download
+
+    path = Path(hf_hub_download(entry.hub, entry.file))
+    blob = path.resolve()
+    want = entry.sha256 or blob.name  # an LFS blob is named by its sha256 (the Hub's ETag)
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        want = None  # the Hub declared no sha256: the size check of huggingface_hub only
+    got = sha256_file(blob)
+    if want is not None and got != want:
+        for p in (path, blob):  # nothing of it stays cached
+            with contextlib.suppress(OSError):
+                p.unlink()
+        which = "the catalogue's" if entry.sha256 else "the one the Hub declares for it"
+        raise HashMismatchError(
+            f"{hub_url(entry)} is not the published {entry.file} of {entry.key}: its sha256 is "
+            f"{got}, {which} is {want}. Nothing was cached; if HF_ENDPOINT points to a mirror, "
+            "it serves a different file.")
+    return path
+
+
+def fetch(entry, progress=True) -> Path:
+    """The local path of `entry`'s published file, verified, downloading it once.
+
+    The Hub copy first; the original release URL when the Hub has no copy (or cannot be
+    reached and we are not offline). DownloadError says in one line why, and the offline route.
+    """
+    if not entry.downloadable:
+        raise DownloadError(f"No downloadable copy of {entry.key} is published: download the "
+                            f"official {entry.file} by hand, run `senet convert {entry.file} "
+                            f"--model {entry.key} --output {entry.key}.weights.h5` and pass "
+                            f"weights={entry.key}.weights.h5")
+    errors = []
+    if entry.hub:
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            return _fetch_hub(entry)
+        except HashMismatchError:
+            raise
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+            errors.append(f"{hub_url(entry)}: {_reason(err)}")
+            if _offline() or not entry.url:
+                raise DownloadError(f"Cannot download the weights {entry.key}: {errors[0]}. "
+                                    f"{offline_route(entry)}") from None
     try:
-        total = int(length) if length is not None else None
-    except ValueError:
-        total = None
-    return response, total
+        return _fetch_url(entry, progress)
+    except HashMismatchError:
+        raise
+    except DownloadError as err:
+        errors.append(str(err).rstrip("."))
+    raise DownloadError(f"Cannot download the weights {entry.key}: {'; '.join(errors)}. "
+                        f"{offline_route(entry)}")
 
 
-def _download(source: str, is_local: bool, target: Path, prefix: str, progress,
-              fail: Callable[[str], DownloadError]) -> None:
-    """Stream `source` into a temp file beside `target`, verify, then rename it in place."""
-    name = target.name
+# --------------------------------------------------------------------------- plain URLs
+
+
+def _fetch_url(entry, progress) -> Path:
+    name = urllib.parse.unquote(urllib.parse.urlsplit(entry.url).path.rsplit("/", 1)[-1])
+    want = (entry.url_sha256 or "").lower()
+    target = cache_dir() / "downloads" / name
+
+    def ok():
+        return target.is_file() and sha256_file(target).startswith(want)
+
+    if ok():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.with_name(name + ".lock"), f"downloading {name}", bool(progress)):
+        if ok():  # another process finished it while we waited
+            return target
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        _download_url(entry.url, target, want, progress)
+    return target
+
+
+def _download_url(url: str, target: Path, want: str, progress) -> None:
+    """Stream `url` into a temporary file beside `target`, verify, rename into place."""
     try:
-        stream, total = _open(source, is_local)
+        request = urllib.request.Request(url, headers={"User-Agent": "senet-weights/2"})
+        stream = urllib.request.urlopen(request, timeout=TIMEOUT)  # follows redirects
+        total = int(stream.headers.get("Content-Length") or 0) or None
     except (OSError, ValueError, http.client.HTTPException) as e:
-        raise fail(_reason(e)) from e
-    # progress=True: a live line on a terminal, else a line at the start and at the end;
-    # "always": the live line anyway; False: silent.
-    bar = Progress(total, unit="MB", scale=1e6, label=name, live=True if progress == "always"
-                   else None) if progress else None
+        raise DownloadError(f"{url}: {_reason(e)}") from None
+    bar = Progress(total, unit="MB", scale=1e6, label=target.name) if progress else None
     if bar and not bar.live:
-        size = f" ({total / 1e6:.1f} MB)" if total is not None else ""
-        bar.note(f"Downloading {name} from {source}{size} ...")
+        bar.note(f"Downloading {url} ...")
     done = 0
-    ok = False
     try:
         with stream, atomic_path(target) as tmp:
             h = hashlib.sha256()
@@ -253,15 +266,14 @@ def _download(source: str, is_local: bool, target: Path, prefix: str, progress,
                     try:
                         chunk = stream.read(_CHUNK)
                     except (OSError, http.client.HTTPException) as e:
-                        raise fail(f"{_reason(e)} after {done} bytes") from e
+                        raise DownloadError(f"{url}: {_reason(e)} after {done} bytes") from None
                     if not chunk:
                         break
                     try:
                         out.write(chunk)
                     except OSError as e:
-                        raise OSError(e.errno, f"Cannot write {target}: "
-                                      f"{e.strerror or e}. Free some disk space or set "
-                                      "SENET_HOME to another directory.") from e
+                        raise DownloadError(f"Cannot write {target}: {e.strerror or e}. Free some "
+                                            "disk space or set SENET_HOME elsewhere.") from None
                     h.update(chunk)
                     done += len(chunk)
                     if bar:
@@ -269,109 +281,48 @@ def _download(source: str, is_local: bool, target: Path, prefix: str, progress,
                 out.flush()
                 os.fsync(out.fileno())
             if total is not None and done != total:
-                raise fail(f"the connection closed after {done} of {total} bytes "
-                           "(incomplete file)")
-            actual = h.hexdigest()
-            if not actual.startswith(prefix):
+                raise DownloadError(f"{url}: the connection closed after {done} of {total} bytes")
+            got = h.hexdigest()
+            if not got.startswith(want):
                 raise HashMismatchError(
-                    f"The file fetched from {source} is not the published {name}: its "
-                    f"sha256 is {actual}, expected it to start with {prefix}. Nothing was "
-                    f"cached. The server or mirror returned a different or corrupted file; "
-                    f"try again, or check SENET_WEIGHTS_MIRROR.")
-            ok = True
+                    f"{url} is not the published {target.name}: its sha256 is {got}, expected "
+                    f"{want if len(want) == 64 else want + '...'}. Nothing was cached.")
     finally:
         if bar:
             bar.close()
-            if ok and not bar.live:
-                bar.note(f"Downloaded {name}: {done / 1e6:.1f} MB in "
-                         f"{time.monotonic() - bar.start:.1f} s.")
-
-
-def fetch(url: str, sha256_prefix: str, *, file_name: str | None = None,
-          progress: bool | str = True, model_name: str | None = None) -> Path:
-    """Return the local path of the verified published file `url`, downloading it once.
-
-    The file is kept in `cache_dir()/downloads/<file_name>`; a cached copy whose sha256
-    starts with `sha256_prefix` is returned without network access, a damaged one is
-    fetched again. `progress`: True = live bar on a terminal, a start/end line otherwise;
-    "always" = live bar even without a terminal; False = silent. `model_name` only fills
-    in the by-hand instructions of a DownloadError.
-    """
-    prefix = (sha256_prefix or "").strip().lower()
-    if not prefix or any(c not in "0123456789abcdef" for c in prefix):
-        raise ValueError(f"sha256_prefix must be hexadecimal digits, got {sha256_prefix!r}.")
-    name = file_name or _file_name_from_url(url)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"Cannot take a file name from {url!r}; pass file_name='...'.")
-
-    target = cache_dir() / "downloads" / name
-    if _hash_ok(target, prefix):  # fast path: no lock, works on a read-only cache too
-        return target
-
-    source, is_local = _source_for(url, name)
-
-    def fail(reason: str) -> DownloadError:
-        via = (f" (SENET_WEIGHTS_MIRROR is set; the published URL is {url})"
-               if source != url else "")
-        return DownloadError(
-            f"Could not download {name} from {source}: {reason}{via}. Expected sha256 "
-            f"prefix {prefix}. {_manual_hint(url, name, model_name)}")
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.with_name(name + ".lock"), f"downloading {name}", bool(progress)):
-        if _hash_ok(target, prefix):  # another process finished it while we waited
-            return target
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()  # damaged or truncated cache entry
-        _download(source, is_local, target, prefix, progress, fail)
-    return target
 
 
 # --------------------------------------------------------------------------- derived files
-
-
-def _full_suffix(name: str) -> str:
-    """'.weights.h5' for 'se_resnet50.weights.h5': Keras checks the whole suffix."""
-    dot = name.find(".", 1)
-    return name[dot:] if dot > 0 else ""
-
-
-def _valid(validate: Callable[[Path], bool], path: Path) -> tuple[bool, BaseException | None]:
-    try:
-        return bool(validate(path)), None
-    except Exception as e:  # an unreadable file is a damaged file
-        return False, e
 
 
 def ensure_cached(path: Path, build: Callable[[Path], None],
                   validate: Callable[[Path], bool]) -> Path:
     """Return `path`, building it once with `build(tmp_path)` if missing or invalid.
 
-    Used for artifacts that are expensive to derive (converted `.weights.h5` files).
-    Under a lock on `<path>.lock`: an existing file that passes `validate` is returned;
-    a damaged one is removed; `build` writes to a temporary path beside `path` that has
-    the same full suffix (it may already exist, empty), which is validated and renamed
-    into place. If `build` raises or its output is invalid nothing is left behind.
-    `validate` raising counts as "invalid".
+    Under a lock on `<path>.lock`: an existing file that passes `validate` is returned; a
+    damaged one is removed; `build` writes a temporary file beside `path` (same suffix),
+    which must pass `validate` before it is renamed into place. If `build` raises, nothing
+    is left behind. `validate` raising counts as invalid.
     """
     path = Path(path)
-    if path.exists() and _valid(validate, path)[0]:
+
+    def valid(p):
+        try:
+            return bool(validate(p))
+        except (WeightsFileError, OSError):
+            return False
+
+    if path.exists() and valid(path):
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(path.with_name(path.name + ".lock"), f"building {path.name}", False):
-        if path.exists() and _valid(validate, path)[0]:
+    with file_lock(path.with_name(path.name + ".lock"), f"building {path.name}"):
+        if path.exists() and valid(path):
             return path
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        with atomic_path(path, suffix=_full_suffix(path.name)) as tmp:
+        suffix = path.name[path.name.find(".", 1):] if "." in path.name[1:] else ""
+        with atomic_path(path, suffix=suffix) as tmp:
             build(Path(tmp))
-            ok, error = _valid(validate, Path(tmp))
-            if not ok:
-                raise RuntimeError(
-                    f"Building {path} produced a file that does not pass validation"
-                    + (f" ({error.__class__.__name__}: {error})" if error else "")
-                    + "; nothing was cached. This is a bug in the build step; please report "
-                    "it.") from error
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if not valid(Path(tmp)):
+                raise RuntimeError(f"Building {path} produced a file that does not pass its own "
+                                   "validation; nothing was cached. This is a bug, please report it.")
     return path

@@ -1,10 +1,16 @@
 """The project's own weights file (`.weights.h5`): arrays by Keras layer name, plus provenance.
 
-Layout: one HDF5 group per Keras layer, holding datasets "0", "1", ... in `layer.get_weights()`
-order; the root attribute `senet` holds JSON metadata: the model name, where the weights came
-from, the input convention they were trained with, the class order of the classifier, and a
-sha256 of the arrays so that a damaged file is detected rather than loaded.
-Every converter produces `{layer name: [arrays]}`; this module alone reads and writes it.
+An HDF5 file (one group per Keras layer, datasets "0", "1", ... in `layer.get_weights()`
+order) behind an HDF5 user block, the space HDF5 reserves for applications at the start of a
+file. The user block holds a JSON header: the metadata (model, tag, source, input convention,
+classes and their order or names, preprocessing) and the sha256 of everything after the user
+block. `read` checks that sha256 before the HDF5 library parses a byte, so a damaged or
+crafted file is refused in Python rather than handed to a C parser that can crash or loop
+forever on it. Header layout: b"SENETWTS", a little-endian uint32 length, the JSON, zeros.
+
+Files without the header (Keras' `model.save_weights`, senet 0.1's files) are HDF5 of unknown
+provenance: `probe` parses them completely in a child process under a time limit first, so
+a file that would hang the HDF5 library stops there, not in the caller's process.
 """
 
 from __future__ import annotations
@@ -12,21 +18,230 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import subprocess
+import sys
 
 import numpy as np
 
 from senet._io import atomic_path
+from senet.errors import WeightsFileError, WriteError, one_line
 
 FORMAT = "senet-weights"
-VERSION = 1
+VERSION = 2
+MAGIC = b"SENETWTS"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MAX_HEADER = 64 << 20  # a header larger than this is damage, not metadata
 HEAD_LAYERS = ("classifier",)  # present in files, absent from include_top=False models
+PROBE_SECONDS = 60.0  # plus one second per 50 MB: parsing a sound file takes far less
 
 
-class WeightsFileError(ValueError):
-    """A weights file that cannot be used, with what is wrong and what to do."""
+def _sha256_from(path, offset) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def content_hash(weights: dict) -> str:
+def _header_bytes(meta: dict, body_sha256: str, userblock: int) -> bytes:
+    doc = {"format": FORMAT, "version": VERSION, "userblock": userblock,
+           "body_sha256": body_sha256, "meta": meta}
+    text = json.dumps(doc, sort_keys=True).encode("utf-8")
+    return MAGIC + struct.pack("<I", len(text)) + text
+
+
+def save(path, weights: dict, meta: dict) -> None:
+    """Write `weights` ({layer: [arrays]}) and `meta` atomically to `path`.
+
+    WriteError (a full disk, no permission) leaves nothing behind, and `path` as it was.
+    """
+    try:
+        _save(path, weights, meta)
+    except (OSError, RuntimeError) as err:  # h5py reports a failed write as either
+        reason = getattr(err, "strerror", None) or one_line(err)
+        raise WriteError(f"Cannot write {os.fspath(path)}: {reason}. Nothing was written; free "
+                         "some disk space or choose another location.") from None
+
+
+def _save(path, weights, meta):
+    import h5py
+
+    size = len(_header_bytes(meta, "0" * 64, 0)) + 16  # the userblock number grows a little
+    userblock = 512
+    while userblock < size:
+        userblock *= 2
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        with h5py.File(tmp, "w", userblock_size=userblock) as f:
+            for name, arrays in weights.items():
+                g = f.create_group(name)
+                for i, a in enumerate(arrays):
+                    g.create_dataset(str(i), data=np.asarray(a, dtype=np.float32))
+        header = _header_bytes(meta, _sha256_from(tmp, userblock), userblock)
+        with open(tmp, "r+b") as f:
+            f.write(header.ljust(userblock, b"\0"))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _damaged(path, what) -> WeightsFileError:
+    return WeightsFileError(f"{path}: the senet weights file is damaged ({what}); convert or "
+                            "download it again.")
+
+
+def read_header(path) -> dict | None:
+    """The header of a senet weights file (cheap: the body is not read or checked).
+
+    None for any file without the header (HDF5 from Keras or senet 0.1, or another format).
+    Raises WeightsFileError for a file that has the header but a damaged one.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12 or not head.startswith(MAGIC):
+                return None
+            (length,) = struct.unpack("<I", head[8:])
+            if length > min(size - 12, MAX_HEADER):
+                raise _damaged(path, f"its header claims {length:,} bytes, the file has {size:,}")
+            raw = f.read(length)
+    except OSError as err:
+        raise WeightsFileError(f"{path}: cannot read the file ({err.strerror or err}).") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _damaged(path, "its header is not valid JSON") from None
+    ok = (isinstance(doc, dict) and doc.get("format") == FORMAT and isinstance(doc.get("meta"), dict)
+          and isinstance(doc.get("userblock"), int) and isinstance(doc.get("body_sha256"), str))
+    if not ok:
+        raise _damaged(path, "its header lacks the format, metadata or checksum")
+    if doc.get("version", 0) > VERSION:
+        raise WeightsFileError(f"{path}: written by a newer senet (weights format version "
+                               f"{doc['version']}); upgrade senet to read it.")
+    ub = doc["userblock"]
+    if ub < 512 or ub & (ub - 1) or ub < 12 + length or ub >= size:
+        raise _damaged(path, f"its header gives an impossible data offset {ub}")
+    return doc
+
+
+def read(path) -> tuple[dict, dict]:
+    """({layer: [arrays]}, meta) of a senet weights file, verified before HDF5 parses it."""
+    import h5py
+
+    path = os.fspath(path)
+    doc = read_header(path)
+    if doc is None:
+        raise WeightsFileError(f"{path} is not a senet weights file (no senet header); "
+                               "convert the source file with `senet convert`.")
+    if _sha256_from(path, doc["userblock"]) != doc["body_sha256"]:
+        raise _damaged(path, "its contents do not match the checksum written with them")
+    try:
+        with h5py.File(path, "r") as f:
+            weights = _arrays(f)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise _damaged(path, one_line(err)) from None
+    return weights, doc["meta"]
+
+
+def _arrays(f) -> dict:
+    """{layer: [arrays]} of the HDF5 groups, each holding datasets '0'..'n-1'."""
+    import h5py
+
+    weights = {}
+    for name, g in f.items():
+        if not isinstance(g, h5py.Group) or sorted(g) != [str(i) for i in range(len(g))]:
+            raise ValueError(f"layer {name!r} is not a group of datasets 0..n-1")
+        weights[name] = [np.asarray(g[str(i)][()], dtype=np.float32) for i in range(len(g))]
+    return weights
+
+
+# --------------------------------------------------------------------------- other HDF5 files
+
+_PROBE = """
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    f.attrs.get("senet")
+    def visit(name, obj):
+        for key in obj.attrs:
+            obj.attrs[key]
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+    f.visititems(visit)
+"""
+
+
+def probe(path) -> None:
+    """Parse the whole HDF5 file `path` in a child process with a time limit.
+
+    Raises WeightsFileError when the HDF5 library fails on the file or does not finish in
+    time (the library can loop forever on a crafted file); in this process the file has then
+    not been touched by HDF5 at all.
+    """
+    path = os.fspath(path)
+    limit = PROBE_SECONDS + os.path.getsize(path) / 50e6
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True,
+                              text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        raise WeightsFileError(
+            f"{path}: the HDF5 library did not finish reading this file in {limit:.0f} s; it is "
+            "damaged or crafted (HDF5 can loop forever on such files). Write it again.") from None
+    if proc.returncode != 0:
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        detail = one_line(lines[-1])[:300] if lines else f"exit code {proc.returncode}"
+        raise WeightsFileError(f"{path}: not a readable HDF5 weights file ({detail}).")
+
+
+def is_hdf5(path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head == HDF5_SIGNATURE
+
+
+def read_legacy_meta(path) -> dict | None:
+    """The metadata of a senet 0.1 file (attribute 'senet'); None for Keras' files. Probes first."""
+    import h5py
+
+    probe(path)
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("senet")
+        return None if raw is None else _legacy_meta(path, raw)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise WeightsFileError(f"{path}: not a readable HDF5 weights file ({one_line(err)}).") from None
+
+
+def _legacy_meta(path, raw):
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise WeightsFileError(f"{path}: its 'senet' metadata is not valid JSON; convert the "
+                               "source file again.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != 1:
+        raise WeightsFileError(f"{path}: unsupported senet weights metadata; convert the source "
+                               "file again.")
+    return meta
+
+
+def read_legacy(path) -> tuple[dict, dict]:
+    """({layer: [arrays]}, meta) of a senet 0.1 file, after `read_legacy_meta` (which probes)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            meta = _legacy_meta(path, f.attrs.get("senet"))
+            weights = _arrays(f)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise WeightsFileError(f"{path}: not a readable senet weights file ({one_line(err)}).") from None
+    if _content_hash(weights) != meta.get("sha256"):
+        raise _damaged(path, "its arrays do not match the checksum written with them")
+    return weights, meta
+
+
+def _content_hash(weights: dict) -> str:
+    """senet 0.1's checksum over the arrays."""
     h = hashlib.sha256()
     for name in sorted(weights):
         h.update(name.encode())
@@ -37,58 +252,7 @@ def content_hash(weights: dict) -> str:
     return h.hexdigest()
 
 
-def save(path, weights: dict, meta: dict) -> None:
-    """Write `weights` ({layer: [arrays]}) and `meta` atomically to `path`."""
-    import h5py
-
-    meta = {"format": FORMAT, "version": VERSION, **meta, "sha256": content_hash(weights)}
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["senet"] = json.dumps(meta)
-            for name, arrays in weights.items():
-                g = f.create_group(name)
-                for i, a in enumerate(arrays):
-                    g.create_dataset(str(i), data=np.asarray(a, dtype=np.float32))
-
-
-def read_meta(path) -> dict | None:
-    """The metadata of a senet weights file; None for any other HDF5 file (e.g. Keras')."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("senet")
-    except OSError as err:
-        raise WeightsFileError(
-            f"{os.fspath(path)}: not a readable HDF5 weights file ({err}). Write weights files "
-            "with `senet convert` or `model.save_weights`.") from None
-    if raw is None:
-        return None
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-        raise WeightsFileError(f"{os.fspath(path)}: weights file format {meta.get('format')} "
-                               f"v{meta.get('version')} is not supported by this senet version.")
-    return meta
-
-
-def read(path, verify=True) -> tuple[dict, dict]:
-    """({layer: [arrays]}, meta) of a senet weights file; checks the content hash."""
-    import h5py
-
-    meta = read_meta(path)
-    if meta is None:
-        raise WeightsFileError(f"{os.fspath(path)} is not a senet weights file (no 'senet' "
-                               "metadata); convert the source file with `senet convert`.")
-    try:
-        with h5py.File(path, "r") as f:
-            weights = {name: [g[str(i)][()] for i in range(len(g))] for name, g in f.items()}
-    except (OSError, KeyError) as err:
-        raise WeightsFileError(f"{os.fspath(path)} is damaged ({err}); convert it again.") from None
-    if verify and content_hash(weights) != meta.get("sha256"):
-        raise WeightsFileError(f"{os.fspath(path)} is damaged: its arrays do not match the "
-                               "checksum written with them. Convert or download it again.")
-    return weights, meta
-
+# --------------------------------------------------------------------------- checking, applying
 
 def expected_shapes(model) -> dict:
     """{layer: [shapes]} of every layer of `model` that has weights."""
@@ -117,10 +281,14 @@ def check(weights: dict, expected: dict, source: str, allow_missing_head=False) 
                                + ". Check that the file and the model name belong together.")
 
 
-def apply(model, weights: dict, source: str) -> None:
-    """Set `model`'s weights from {layer: [arrays]}, after checking every name and shape."""
-    expected = expected_shapes(model)
-    check(weights, expected, source, allow_missing_head=True)
+def apply(model, weights: dict, source: str, skip=()) -> None:
+    """Set `model`'s weights from {layer: [arrays]}, after checking every name and shape.
+
+    Layers in `skip` (a new head) keep their initial weights.
+    """
+    expected = {k: v for k, v in expected_shapes(model).items() if k not in skip}
+    check({k: v for k, v in weights.items() if k not in skip}, expected, source,
+          allow_missing_head=True)
     for layer in model.layers:
-        if layer.name in expected:
+        if layer.name in expected and layer.name in weights:
             layer.set_weights(weights[layer.name])

@@ -20,10 +20,12 @@ import struct
 
 import numpy as np
 
+from senet.errors import WeightsFileError
+
 __all__ = ["TF1CheckpointError", "read_checkpoint"]
 
 
-class TF1CheckpointError(ValueError):
+class TF1CheckpointError(WeightsFileError):
     """A TensorFlow checkpoint cannot be read; the message names the file and what to do."""
 
 

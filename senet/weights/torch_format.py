@@ -36,6 +36,8 @@ import zipfile
 
 import numpy as np
 
+from senet.errors import WeightsFileError
+
 __all__ = ["TorchFormatError", "read_state_dict"]
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -45,7 +47,7 @@ LEGACY_PROTOCOL = 1001
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model", "state_dict_ema")
 
 
-class TorchFormatError(ValueError):
+class TorchFormatError(WeightsFileError):
     """A file that cannot be read as a PyTorch state dict; the message says why and what to do."""
 
 
