@@ -192,3 +192,47 @@ def test_unknown_tags_get_suggestions():
         senet.create_model("seresnet50", weights="seresnet50.a2_in1kk")
     with pytest.raises(ValueError, match="weights of gluon_senet154, not of senet154"):
         senet.create_model("senet154", weights="senet154.gluon_in1k")
+
+
+def test_offline_route_convert_by_hand_keeps_the_tags_preprocessing(tmp_path, home):
+    """`senet convert model.safetensors --model ARCH.TAG` (a file fetched by hand), then
+    predict with it: the tag's size, crop and interpolation are used (bicubic, crop 1.0,
+    288 px for seresnet50.a1_in1k), which a bilinear 0.875 crop at 224 px would not match."""
+    import json
+
+    from PIL import Image
+
+    from cli_runner import run
+    from senet.images import eval_transform, load_pil
+
+    reference = random_timm_model("seresnet50", seed=13)
+    src = save(reference, tmp_path / "model.safetensors", "safetensors")
+    out = tmp_path / "a1.weights.h5"
+    r = run("convert", src, "--model", "seresnet50.a1_in1k", "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert "as seresnet50.a1_in1k" in r.stdout
+
+    model = senet.create_model("seresnet50", weights=str(out))
+    meta = model.senet_weights
+    assert meta["tag"] == "seresnet50.a1_in1k" and model.input_shape[1:3] == (288, 288)
+    assert meta["preprocessing"] == {"size": 288, "crop_pct": 1.0, "interpolation": "bicubic"}
+
+    photo = tmp_path / "photo.jpg"
+    Image.open(senet.__path__[0] + "/data/chelsea.jpg").save(photo)
+    r = run("predict", photo, "--weights", out, "--json", "--top", "1000")
+    assert r.returncode == 0, r.stderr
+    got = {p["wnid"]: p["probability"] for p in json.loads(r.stdout)["predictions"]}
+    table = senet.imagenet.class_table("sorted")
+
+    def probs(size, crop, interpolation):
+        m = senet.create_model("seresnet50", weights=str(out), input_shape=(size, size, 3))
+        x = eval_transform(load_pil(photo), size, crop, interpolation)[None]
+        p = keras.ops.convert_to_numpy(m.predict(senet.preprocess_input(x), verbose=0))[0]
+        return {table[i][0]: float(p[i]) for i in range(1000)}
+
+    want = probs(288, 1.0, "bicubic")
+    error = max(abs(got[w] - want[w]) for w in want)
+    assert error <= 1e-5
+    # The test can tell the protocols apart: the bilinear 0.875 crop at 224 px is far off.
+    other = probs(224, 0.875, "bilinear")
+    assert max(abs(got[w] - other[w]) for w in other) > 50 * max(error, 1e-6)
