@@ -9,17 +9,19 @@ loads even SENet-154 (450 MB) in about a second.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import pathlib
 import re
 
 import numpy as np
 
-from senet.errors import WeightsFileError
+from senet.errors import WeightsFileError, one_line
 
 from senet._io import atomic_write
 
 __all__ = ["CaffeFormatError", "CaffeLayer", "V1_LAYER_TYPES", "parse_prototxt",
-           "prototxt_layers", "read_caffemodel", "write_caffemodel"]
+           "prototxt_bn_eps", "prototxt_layers", "read_caffemodel", "write_caffemodel"]
 
 
 class CaffeFormatError(WeightsFileError):
@@ -61,6 +63,9 @@ _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
 _SHAPE_DIM = 1
 _LAYER_BN_PARAM, _BN_EPS = 139, 3  # LayerParameter.batch_norm_param, BatchNormParameter.eps
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
+_U64 = (1 << 64) - 1
+_MAX_AXES = 32  # Caffe's kMaxBlobAxes
+_MAX_DEPTH = 100  # prototxt nesting; Caffe's nets nest 4 deep
 _FLOAT_TAG = (_BLOB_DATA << 3) | _WIRE_FIXED32  # 0x2D, one unpacked float of `data`
 
 _MAGICS = [
@@ -101,7 +106,7 @@ def _varint(buf, pos, end):
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return result, pos
+            return result & _U64, pos  # protobuf keeps the low 64 bits of a 10-byte varint
         shift += 7
         if shift >= 70:
             raise _Malformed(f"a varint longer than 10 bytes at byte {pos}")
@@ -151,6 +156,12 @@ def _text(buf, span, what):
         return bytes(buf[span[0]:span[1]]).decode("utf-8")
     except UnicodeDecodeError:
         raise _Malformed(f"{what} is not text") from None
+
+
+def _quote(name):
+    """A name from the file, for a one-line message: quoted, line breaks folded, shortened."""
+    text = one_line(name)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def _signed64(value):
@@ -248,11 +259,13 @@ def _parse_blob(buf, span):
                                                       _BLOB_WIDTH))
         else:
             shape = (values.size,)
+    if len(shape) > _MAX_AXES:
+        raise _Malformed(f"a blob with {len(shape)} axes (Caffe allows {_MAX_AXES})")
     if any(d < 0 for d in shape):
         raise _Malformed(f"a blob with negative dimensions {shape}")
-    if int(np.prod(shape, dtype=np.int64)) != values.size:
-        raise _Malformed(f"shape {shape} needs {int(np.prod(shape, dtype=np.int64))} values "
-                         f"but the blob holds {values.size}")
+    needed = math.prod(shape)  # Python ints: no overflow, whatever the file claims
+    if needed != values.size:
+        raise _Malformed(f"shape {shape} needs {needed} values but the blob holds {values.size}")
     return values.astype(np.float32).reshape(shape)  # a copy: aligned, writable, native order
 
 
@@ -302,8 +315,8 @@ def _parse_layer(buf, span, v1):
         try:
             layer.blobs.append(_parse_blob(buf, blob_span))
         except _Malformed as exc:
-            raise _Malformed(f"blob {index} of layer '{layer.name}' ({layer.type}): {exc}") \
-                from None
+            raise _Malformed(f"blob {index} of layer {_quote(layer.name)} ({_quote(layer.type)}): "
+                             f"{exc}") from None
     return layer, has_v0
 
 
@@ -343,8 +356,11 @@ def read_caffemodel(path) -> list[CaffeLayer]:
     arrays (legacy num/channels/height/width blobs keep their 4-D shape).
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        buf = f.read()
+    try:
+        with open(path, "rb") as f:
+            buf = f.read()
+    except OSError as err:
+        raise CaffeFormatError(f"{path}: cannot read the file ({err.strerror or err}).") from None
     what = "Expected a binary Caffe .caffemodel (a NetParameter with trained weights)"
     if not buf:
         raise CaffeFormatError(f"{path}: the file is empty. {what}; download or copy it again.")
@@ -488,7 +504,7 @@ _TOKEN_RE = re.compile(r"""
     | (?P<newline>\n)
     | (?P<comment>\#[^\n]*)
     | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-    | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fF]?)
+    | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?[fF]?)
                  (?![A-Za-z0-9_.]))
     | (?P<ident>-?[A-Za-z_][A-Za-z0-9_.]*)
     | (?P<punct>[{}<>:\[\],;])
@@ -506,7 +522,7 @@ class _Token:
         self.kind, self.text, self.line = kind, text, line
 
     def describe(self):
-        return "the end of the text" if self.kind == "end" else repr(self.text)
+        return "the end of the text" if self.kind == "end" else _quote(self.text)
 
 
 def _tokenize(text, source):
@@ -550,23 +566,27 @@ def _unescape(literal, source, line):
         elif nxt in "uU":
             size = 4 if nxt == "u" else 8
             digits = body[i + 2:i + 2 + size]
-            if not re.fullmatch(r"[0-9a-fA-F]{%d}" % size, digits):
-                raise CaffeFormatError(f"{source}, line {line}: bad \\{nxt} escape in the string "
-                                       f"{literal}.")
-            out += chr(int(digits, 16)).encode("utf-8")
+            code = int(digits, 16) if re.fullmatch(r"[0-9a-fA-F]{%d}" % size, digits) else -1
+            if not (0 <= code < 0xD800 or 0xE000 <= code <= 0x10FFFF):
+                raise CaffeFormatError(f"{source}, line {line}: bad \\{nxt} escape "
+                                       f"{_quote(body[i:i + 2 + size])} (not a Unicode character) "
+                                       "in a string. Fix the string on that line.")
+            out += chr(code).encode("utf-8")
             i += 2 + size
         else:
             raise CaffeFormatError(f"{source}, line {line}: unknown escape \\{nxt} in the "
-                                   f"string {literal}.")
+                                   f"string {_quote(literal)}.")
     try:
         return out.decode("utf-8")
     except UnicodeDecodeError:
-        raise CaffeFormatError(f"{source}, line {line}: the string {literal} does not decode "
-                               "as UTF-8.") from None
+        raise CaffeFormatError(f"{source}, line {line}: the string {_quote(literal)} does not "
+                               "decode as UTF-8.") from None
 
 
-def _number(text):
+def _number(text, fail):
     body = text.lstrip("+-")
+    if len(body) > 400:  # no Caffe value is that long, and int() refuses 4300 digits
+        fail(f"a number of {len(body)} characters")
     sign = -1 if text.startswith("-") else 1
     if body[:2] in ("0x", "0X"):
         return sign * int(body, 16)
@@ -596,7 +616,9 @@ class _PrototxtParser:
     def is_punct(self, token, chars):
         return token.kind == "punct" and token.text in chars
 
-    def message(self, closer, opened_at=None):
+    def message(self, closer, opened_at=None, depth=0):
+        if depth > _MAX_DEPTH:
+            self.fail(opened_at, f"blocks nested more than {_MAX_DEPTH} deep")
         fields = {}
         while True:
             token = self.take()
@@ -614,21 +636,21 @@ class _PrototxtParser:
             if self.is_punct(after, ":"):
                 after = self.take()
                 if self.is_punct(after, "{<"):
-                    values = [self.message("}" if after.text == "{" else ">", after)]
+                    values = [self.message("}" if after.text == "{" else ">", after, depth + 1)]
                 elif self.is_punct(after, "["):
-                    values = self.list_values(name, after)
+                    values = self.list_values(name, after, depth)
                 else:
                     values = [self.scalar(name, after)]
             elif self.is_punct(after, "{<"):
-                values = [self.message("}" if after.text == "{" else ">", after)]
+                values = [self.message("}" if after.text == "{" else ">", after, depth + 1)]
             else:
-                self.fail(after, f"expected ':' or '{{' after the field name '{name}', found "
+                self.fail(after, f"expected ':' or '{{' after the field name {_quote(name)}, found "
                                  f"{after.describe()}")
             fields.setdefault(name, []).extend(values)
             if self.is_punct(self.peek(), ";,"):
                 self.take()
 
-    def list_values(self, name, opened):
+    def list_values(self, name, opened, depth):
         values = []
         if self.is_punct(self.peek(), "]"):
             self.take()
@@ -636,14 +658,14 @@ class _PrototxtParser:
         while True:
             token = self.take()
             if self.is_punct(token, "{<"):
-                values.append(self.message("}" if token.text == "{" else ">", token))
+                values.append(self.message("}" if token.text == "{" else ">", token, depth + 1))
             else:
                 values.append(self.scalar(name, token))
             sep = self.take()
             if self.is_punct(sep, "]"):
                 return values
             if not self.is_punct(sep, ","):
-                self.fail(sep, f"expected ',' or ']' in the list for '{name}' opened on line "
+                self.fail(sep, f"expected ',' or ']' in the list for {_quote(name)} opened on line "
                                f"{opened.line}, found {sep.describe()}")
 
     def scalar(self, name, token):
@@ -654,7 +676,7 @@ class _PrototxtParser:
                 parts.append(_unescape(nxt.text, self.source, nxt.line))
             return "".join(parts)
         if token.kind == "number":
-            return _number(token.text)
+            return _number(token.text, lambda what: self.fail(token, what))
         if token.kind == "ident":
             word = token.text
             if word in ("true", "True"):
@@ -665,9 +687,9 @@ class _PrototxtParser:
             if word.lstrip("-").lower() in _FLOAT_WORDS:
                 return sign * _FLOAT_WORDS[word.lstrip("-").lower()]
             if word.startswith("-"):
-                self.fail(token, f"'{word}' is not a value for '{name}'")
+                self.fail(token, f"{_quote(word)} is not a value for {_quote(name)}")
             return word
-        self.fail(token, f"expected a value for '{name}', found {token.describe()}")
+        self.fail(token, f"expected a value for {_quote(name)}, found {token.describe()}")
 
 
 def parse_prototxt(path_or_text) -> dict:
@@ -687,8 +709,12 @@ def parse_prototxt(path_or_text) -> dict:
             and (os.path.exists(path_or_text)
                  or path_or_text.endswith((".prototxt", ".pbtxt", ".txt")))):
         source = os.fspath(path_or_text)
-        with open(source, "rb") as f:
-            raw = f.read()
+        try:
+            with open(source, "rb") as f:
+                raw = f.read()
+        except OSError as err:
+            raise CaffeFormatError(f"{source}: cannot read the file ({err.strerror or err}).") \
+                from None
     else:
         source, raw = "prototxt text", path_or_text
     if isinstance(raw, bytes):
@@ -704,3 +730,37 @@ def parse_prototxt(path_or_text) -> dict:
 def prototxt_layers(parsed) -> list[dict]:
     """The layer entries of a parsed net: ``layer`` (modern) or ``layers`` (V1)."""
     return list(parsed.get("layer", [])) + list(parsed.get("layers", []))
+
+
+def prototxt_bn_eps(path) -> dict:
+    """BatchNorm eps by layer name from a ``.prototxt`` file, every value checked.
+
+    The prototxt is untrusted text: a layer that is not a block, a BatchNorm layer without
+    a name, or an eps that is not a number is refused with the file and the layer.
+    """
+    source = os.fspath(path)
+    parsed = parse_prototxt(pathlib.Path(source))
+    eps = {}
+    for index, layer in enumerate(prototxt_layers(parsed)):
+        def bad(what):
+            raise CaffeFormatError(f"{source}: layer {index} {what}. Fix the .prototxt, or "
+                                   "convert without --prototxt.")
+        if not isinstance(layer, dict):
+            bad(f"is the value {_quote(str(layer))}, not a {{ ... }} block")
+        params = layer.get("batch_norm_param", [])
+        if not params:
+            continue
+        if not isinstance(params[0], dict):
+            bad(f"has a batch_norm_param that is the value {_quote(str(params[0]))}, not a "
+                "{ ... } block")
+        values, names = params[0].get("eps", []), layer.get("name", [])
+        if not values:  # `eps: []` too
+            continue
+        value = values[0]
+        if not names or not isinstance(names[0], str):
+            bad("has a BatchNorm eps but no name (name: \"...\")")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            bad(f"({_quote(names[0])}) has eps {_quote(str(value))}, not a number >= 0")
+        eps[names[0]] = float(value)
+    return eps

@@ -111,10 +111,7 @@ def _caffe_eps(prototxt, caffe_layers) -> dict:
     if prototxt:
         from senet.weights import caffe
 
-        for layer in caffe.prototxt_layers(caffe.parse_prototxt(prototxt)):
-            bn = layer.get("batch_norm_param", [{}])[0]
-            if "eps" in bn:
-                eps[layer["name"][0]] = float(bn["eps"][0])
+        eps.update(caffe.prototxt_bn_eps(prototxt))  # checks the untrusted text's structure
     return eps
 
 
