@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import tarfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -45,6 +47,11 @@ LEGACY_PROTOCOL = 1001
 # Checkpoint entries that commonly hold the state dict, in the order they are preferred
 # (a training checkpoint may hold `state_dict` and `state_dict_ema`; like timm, take the first).
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model", "state_dict_ema")
+MAX_DIMS = 32  # numpy 1.x's limit; a state dict's tensors have at most 5
+# What zipfile raises on a damaged or unusual archive (unsupported method, version or flag,
+# encryption, names that are not UTF-8, offsets past the end, bad deflate data).
+_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, OSError,
+               ValueError, zlib.error)
 
 
 class TorchFormatError(WeightsFileError):
@@ -342,8 +349,30 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _short(value):
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a crafted object too deep or too large to print
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+class _Budget:
+    """Bytes the arrays of one file may take: a few times the file itself.
+
+    A crafted tensor (2**70 elements, or a stride-0 view of 10**12) is described in a few
+    bytes; it is refused before numpy allocates anything. bfloat16 widened to float32 and
+    tensors sharing a storage can legitimately take more than the file, hence the factor.
+    """
+
+    def __init__(self, file_size):
+        self.file_size, self.left = file_size, 4 * file_size + (64 << 20)
+
+    def take(self, nbytes, what):
+        if nbytes > self.left:
+            raise _Bad(f"{what} would take {nbytes:,} bytes, more than a file of "
+                       f"{self.file_size:,} bytes can hold; the file is damaged or crafted")
+        self.left -= nbytes
 
 
 def _unpickle(data_or_file, what):
@@ -363,14 +392,21 @@ def _unpickle(data_or_file, what):
 # Building numpy arrays.
 
 
-def _build_array(tensor, name, buf, little_endian):
+def _build_array(tensor, name, buf, little_endian, budget):
     """One array from a storage's bytes: frombuffer, as_strided, then one copy."""
     dtype = tensor.dtype
+    name = _short(name)
     if dtype.numpy is None:
-        raise _Bad(f"tensor {name!r} has dtype {dtype!r}, which has no numpy equivalent; "
+        raise _Bad(f"tensor {name} has dtype {dtype!r}, which has no numpy equivalent; "
                    "convert it with torch (e.g. to float32) and save again")
     shape = tensor.shape
+    if len(shape) > MAX_DIMS:
+        raise _Bad(f"tensor {name} has {len(shape)} dimensions (at most {MAX_DIMS} are "
+                   "supported); the file is damaged or crafted")
+    out_itemsize = 4 if dtype.name == "bfloat16" else dtype.itemsize
+    budget.take(math.prod(shape) * out_itemsize, f"tensor {name}")
     if 0 in shape:
+        budget.take(max(shape) * out_itemsize, f"tensor {name}")  # numpy's size limits too
         return np.zeros(shape, np.float32 if dtype.name == "bfloat16" else dtype.numpy)
     np_dtype = np.dtype(dtype.numpy).newbyteorder("<" if little_endian else ">")
     storage = tensor.storage
@@ -379,14 +415,15 @@ def _build_array(tensor, name, buf, little_endian):
     if storage.view_numel is not None:
         available = min(available, storage.view_numel * storage.stype.itemsize
                         // np_dtype.itemsize)
-    needed = tensor.offset + sum((n - 1) * s for n, s in zip(shape, tensor.strides)) + 1
+    strides = tuple(s if n > 1 else 0 for n, s in zip(shape, tensor.strides))  # unused if n is 1
+    needed = tensor.offset + sum((n - 1) * s for n, s in zip(shape, strides)) + 1
     if needed > available:
-        raise _Bad(f"tensor {name!r} needs {needed} elements of storage {storage.key} but it "
-                   f"holds only {max(available, 0)}; the file is damaged, download it again")
+        raise _Bad(f"tensor {name} needs {needed} elements of storage {_short(storage.key)} but "
+                   f"it holds only {max(available, 0)}; the file is damaged, download it again")
     base = np.frombuffer(buf, dtype=np_dtype, count=available, offset=start)
     view = np.lib.stride_tricks.as_strided(
         base[tensor.offset:], shape=shape,
-        strides=tuple(s * np_dtype.itemsize for s in tensor.strides), writeable=False)
+        strides=tuple(s * np_dtype.itemsize for s in strides), writeable=False)
     if dtype.name == "bfloat16":  # the upper half of a float32
         return (view.astype(np.uint32) << 16).view(np.float32)
     if not np_dtype.isnative and np_dtype.itemsize > 1:
@@ -405,7 +442,46 @@ def _group_by_storage(tensors):
 # The two file formats.
 
 
-def _read_zip(zf):
+def _damaged_zip(e):
+    detail = " ".join(str(e).split())[:200]
+    detail = "no central directory" if "not a zip file" in detail else detail
+    return _Bad(f"it is a truncated or damaged zip archive ({detail}); download it again")
+
+
+def _member(zf, name, budget):
+    """The bytes of one archive member, its declared sizes checked before anything is read.
+
+    None when the member is absent. Torch writes stored members and reads deflated ones, so
+    both are accepted; the read is bounded by the declared size, which the budget bounds.
+    """
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        return None
+    if info.flag_bits & 0x41:  # traditional or strong encryption
+        raise _Bad(f"its member {_short(name)} is encrypted, which torch.save never does; "
+                   "save the state dict again with torch.save")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _Bad(f"its member {_short(name)} is compressed with zip method "
+                   f"{info.compress_type}, which torch does not read (torch.save stores "
+                   "members uncompressed); save the state dict again with torch.save")
+    if info.compress_size > budget.file_size or (
+            info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size):
+        raise _Bad(f"its member {_short(name)} declares sizes that do not fit the file; the "
+                   "zip archive is damaged, download it again")
+    budget.take(info.file_size, f"its member {_short(name)}")
+    budget.left += info.file_size  # only checked: the bytes are freed after use
+    try:
+        with zf.open(info) as f:
+            data = f.read(info.file_size)  # never more than declared, whatever deflate yields
+    except _ZIP_ERRORS as e:
+        raise _damaged_zip(e) from None
+    if len(data) != info.file_size:
+        raise _Bad(f"its member {_short(name)} is truncated; download the file again")
+    return data
+
+
+def _read_zip(zf, budget):
     names = zf.namelist()
     tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") == 1
                    and n.endswith("/data.pkl")})
@@ -421,28 +497,26 @@ def _read_zip(zf):
         raise _Bad(f"it is a zip archive with several checkpoints ({', '.join(tops)}); "
                    "expected a single file written by torch.save")
     top = tops[0]
-    byteorder = "little"
-    if f"{top}/byteorder" in names:
-        byteorder = zf.read(f"{top}/byteorder").decode("ascii", "replace").strip()
-        if byteorder not in ("little", "big"):
-            raise _Bad(f"its byteorder record says {byteorder!r}, expected 'little' or 'big'")
-    obj, _ = _unpickle(zf.read(f"{top}/data.pkl"), "data.pkl")
+    byteorder = _member(zf, f"{top}/byteorder", budget)
+    byteorder = "little" if byteorder is None else byteorder.decode("ascii", "replace").strip()
+    if byteorder not in ("little", "big"):
+        raise _Bad(f"its byteorder record says {_short(byteorder)}, expected 'little' or 'big'")
+    obj, _ = _unpickle(_member(zf, f"{top}/data.pkl", budget), "data.pkl")
     tensors = _tensors_from(obj)
     arrays = {}
     for key, tensor_names in _group_by_storage(tensors).items():
         record = f"{top}/data/{key}"
-        try:
-            buf = zf.read(record)
-        except KeyError:
-            raise _Bad(f"storage record {record} is missing; the file is damaged, "
-                       "download it again") from None
+        buf = _member(zf, record, budget)
+        if buf is None:
+            raise _Bad(f"storage record {_short(record)} is missing; the file is damaged, "
+                       "download it again")
         for name in tensor_names:
-            arrays[name] = _build_array(tensors[name], name, buf, byteorder == "little")
+            arrays[name] = _build_array(tensors[name], name, buf, byteorder == "little", budget)
         del buf
     return {name: arrays[name] for name in tensors}
 
 
-def _read_legacy(f, file_size):
+def _read_legacy(f, file_size, budget):
     _unpickle(f, "header")  # the magic number, checked by the caller
     protocol, _ = _unpickle(f, "header")
     if protocol != LEGACY_PROTOCOL:
@@ -463,14 +537,14 @@ def _read_legacy(f, file_size):
     for key in keys:
         key = key.decode("ascii", "replace") if isinstance(key, bytes) else key
         if key not in storage_types:
-            raise _Bad(f"its storage list names {key!r}, which its pickle never uses; "
+            raise _Bad(f"its storage list names {_short(key)}, which its pickle never uses; "
                        "the file is damaged")
         header = f.read(8)
         if len(header) < 8:
             raise _Bad("it is truncated (storage data end early); download it again")
         nbytes = int.from_bytes(header, "little") * storage_types[key].itemsize
         if f.tell() + nbytes > file_size:
-            raise _Bad(f"it is truncated (storage {key} needs {nbytes} bytes, "
+            raise _Bad(f"it is truncated (storage {_short(key)} needs {nbytes} bytes, "
                        f"{file_size - f.tell()} remain); download it again")
         if key not in groups:
             f.seek(nbytes, os.SEEK_CUR)
@@ -479,11 +553,11 @@ def _read_legacy(f, file_size):
         if len(buf) < nbytes:
             raise _Bad("it is truncated (storage data end early); download it again")
         for name in groups.pop(key):
-            arrays[name] = _build_array(tensors[name], name, buf, True)
+            arrays[name] = _build_array(tensors[name], name, buf, True, budget)
         del buf
     if groups:
-        raise _Bad(f"its tensors use storage {next(iter(groups))!r}, which holds no data in the "
-                   "file; the file is damaged")
+        raise _Bad(f"its tensors use storage {_short(next(iter(groups)))}, which holds no data "
+                   "in the file; the file is damaged")
     return {name: arrays[name] for name in tensors}
 
 
@@ -508,13 +582,17 @@ def _tensors_from(obj):
     state = _find_state_dict(obj)
     if state is None:
         if isinstance(obj, dict):
-            keys = ", ".join(repr(k) for k in list(obj)[:10]) or "none"
+            keys = ", ".join(_short(k) for k in list(obj)[:10]) or "none"
             raise _Bad(f"it holds no tensors where a state dict is expected (top-level keys: "
                        f"{keys}); expected a state dict, optionally under one of "
                        f"{', '.join(STATE_DICT_ENTRIES)}")
         raise _Bad(f"it holds a {type(obj).__name__} rather than a dict of tensors; "
                    "save `model.state_dict()` instead")
-    tensors = {str(k): v for k, v in state.items() if isinstance(v, _Tensor)}
+    tensors = {k: v for k, v in state.items() if isinstance(v, _Tensor)}
+    if not all(isinstance(k, str) for k in tensors):
+        raise _Bad(f"its state dict has a tensor under the key "
+                   f"{_short(next(k for k in tensors if not isinstance(k, str)))}, which is not "
+                   "a string; the file is damaged or not a state dict")
     if all(k.startswith("module.") for k in tensors):  # saved from DataParallel
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     return tensors
@@ -570,24 +648,27 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
+            budget = _Budget(file_size)
             head = f.read(16)
             f.seek(0)
             if head.startswith(b"PK\x03\x04"):  # how torch itself tells the zip format
                 try:
-                    with zipfile.ZipFile(f) as zf:
-                        return _read_zip(zf)
-                except (zipfile.BadZipFile, EOFError) as e:
-                    detail = "no central directory" if "not a zip file" in str(e) else e
-                    raise _Bad(f"it is a truncated or damaged zip archive ({detail}); "
-                               "download it again") from None
+                    zf = zipfile.ZipFile(f)
+                except _ZIP_ERRORS as e:
+                    raise _damaged_zip(e) from None
+                with zf:
+                    return _read_zip(zf, budget)
             if head.startswith(b"\x80"):
                 if _is_legacy(f):
-                    return _read_legacy(f, file_size)
+                    return _read_legacy(f, file_size, budget)
                 if _LEGACY_HEAD.startswith(head[:file_size]):
                     raise _Bad("it is truncated (it ends inside the legacy header); "
                                "download it again")
                 raise _Bad("it is a Python pickle but not a torch.save file (no torch magic "
                            "number); expected a .pth/.pt file written by torch.save")
             raise _Bad(_sniff(path, head))
+    except OSError as e:
+        raise TorchFormatError(f"Cannot read PyTorch checkpoint {path}: "
+                               f"{e.strerror or _short(e)}.") from None
     except _Bad as e:
         raise TorchFormatError(f"Cannot read PyTorch checkpoint {path}: {e}") from None
