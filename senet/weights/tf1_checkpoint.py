@@ -14,6 +14,7 @@ many, and their masked CRC-32C. The entry with the empty key is the ``BundleHead
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import struct
@@ -168,7 +169,7 @@ def _varint(buf, pos):
         pos += 1
         result |= (b & 0x7F) << shift
         if not b & 0x80:
-            return result, pos
+            return result & 0xFFFFFFFFFFFFFFFF, pos  # protobuf keeps the low 64 bits
         shift += 7
         if shift > 63:
             raise ValueError("varint longer than 10 bytes")
@@ -179,8 +180,12 @@ def _signed(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _fields(buf):
-    """Yield (field number, value) of a protobuf message; length-delimited values as bytes."""
+def _fields(buf, wires):
+    """Yield (field number, value) of a protobuf message; length-delimited values as bytes.
+
+    `wires` gives the wire type of each known field: a file that encodes one differently is
+    damaged, and is refused here rather than handing bytes where the caller expects a number.
+    """
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
@@ -201,12 +206,14 @@ def _fields(buf):
             raise ValueError(f"unsupported protobuf wire type {wire}")
         if pos > len(buf):
             raise ValueError("truncated protobuf message")
+        if wires.get(number, wire) != wire:
+            raise ValueError(f"field {number} has wire type {wire}, not {wires[number]}")
         yield number, value
 
 
 def _parse_header(buf):
     header = {"num_shards": 0, "endianness": 0}
-    for number, value in _fields(buf):
+    for number, value in _fields(buf, {1: 0, 2: 0, 3: 2}):
         if number == 1:
             header["num_shards"] = _signed(value)
         elif number == 2:
@@ -216,10 +223,10 @@ def _parse_header(buf):
 
 def _parse_shape(buf):
     dims, unknown_rank = [], False
-    for number, value in _fields(buf):
+    for number, value in _fields(buf, {2: 2, 3: 0}):
         if number == 2:
             size = 0
-            for n, v in _fields(value):
+            for n, v in _fields(value, {1: 0, 2: 2}):
                 if n == 1:
                     size = _signed(v)
             dims.append(size)
@@ -231,7 +238,7 @@ def _parse_shape(buf):
 def _parse_entry(buf):
     entry = {"dtype": 0, "shape": (), "shard_id": 0, "offset": 0, "size": 0, "crc32c": None,
              "sliced": False}
-    for number, value in _fields(buf):
+    for number, value in _fields(buf, {1: 0, 2: 2, 3: 0, 4: 0, 5: 0, 6: 5, 7: 2}):
         if number == 1:
             entry["dtype"] = value
         elif number == 2:
@@ -296,8 +303,12 @@ def _read_block(index, path, handle):
     return block
 
 
-def _block_entries(block):
-    """Yield (key, value) of a table block: prefix-compressed entries, then restart offsets."""
+def _block_entries(block, key_bytes):
+    """Yield (key, value) of a table block: prefix-compressed entries, then restart offsets.
+
+    `key_bytes` is a one-item list, the key bytes the caller still allows: each key repeats
+    a prefix of the one before, so a few bytes per entry could otherwise describe gigabytes.
+    """
     if len(block) < 4:
         raise ValueError("block shorter than its restart count")
     num_restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
@@ -312,6 +323,9 @@ def _block_entries(block):
         value_len, pos = _varint(block, pos)
         if shared > len(key) or pos + unshared + value_len > end:
             raise ValueError("entry runs past the block")
+        key_bytes[0] -= shared + unshared
+        if key_bytes[0] < 0:
+            raise ValueError("its keys are longer than any checkpoint's")
         key = key[:shared] + bytes(block[pos:pos + unshared])
         pos += unshared
         yield key, block[pos:pos + value_len]
@@ -320,8 +334,12 @@ def _block_entries(block):
 
 def _table_entries(path):
     """All (key, value) pairs of the SSTable at `path`, in key order."""
-    with open(path, "rb") as f:
-        index = memoryview(f.read())
+    try:
+        with open(path, "rb") as f:
+            index = memoryview(f.read())
+    except OSError as err:
+        raise TF1CheckpointError(f"{path}: cannot read the file ({err.strerror or err}).") \
+            from None
     if len(index) < _FOOTER or struct.unpack_from("<Q", index, len(index) - 8)[0] != _TABLE_MAGIC:
         what = "is empty" if not len(index) else (
             f"is too short ({len(index)} bytes)" if len(index) < _FOOTER
@@ -336,11 +354,15 @@ def _table_entries(path):
         _, pos = _varint(footer, pos)  # metaindex handle: nothing TF needs is there
         idx_off, pos = _varint(footer, pos)
         idx_size, pos = _varint(footer, pos)
-        entries = []
-        for _, handle in _block_entries(_read_block(index, path, (idx_off, idx_size))):
+        entries, end, key_bytes = [], 0, [16 * len(index) + (1 << 20)]
+        for _, handle in _block_entries(_read_block(index, path, (idx_off, idx_size)),
+                                        key_bytes):
             off, p = _varint(handle, 0)
             size, _ = _varint(handle, p)
-            entries.extend(_block_entries(_read_block(index, path, (off, size))))
+            if off < end:  # as written, data blocks follow each other: each is read once
+                raise ValueError("its data blocks overlap")
+            end = off + size + _TRAILER
+            entries.extend(_block_entries(_read_block(index, path, (off, size)), key_bytes))
     except ValueError as e:
         if isinstance(e, TF1CheckpointError):
             raise
@@ -355,6 +377,7 @@ def _table_entries(path):
 # DataType enum -> numpy dtype (little-endian as stored). bfloat16 is widened to float32.
 _DTYPES = {1: "f4", 2: "f8", 3: "i4", 4: "u1", 5: "i2", 6: "i1", 8: "c8", 9: "i8", 10: "?",
            14: "bfloat16", 17: "u2", 18: "c16", 19: "f2", 22: "u4", 23: "u8"}
+_MAX_DIMS = 32  # numpy 1.x's limit; checkpoints of conv nets have at most 4
 _SKIPPED = {7: "string", 20: "resource", 21: "variant"}  # not numeric: nothing to convert
 _DTYPE_NAMES = {11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint16",
                 24: "float8_e5m2", 25: "float8_e4m3fn", 29: "int4", 30: "uint4"}
@@ -412,20 +435,40 @@ def _unescape(text: bytes) -> bytes:
     return re.sub(rb"\\([0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)", one, text, flags=re.S)
 
 
+def _short(text):
+    """A name from the file, for a one-line message: quoted, line breaks folded, shortened."""
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
 def _prefix_in_directory(directory):
     """Use the directory's `checkpoint` state file, else its single .index file."""
     state = os.path.join(directory, "checkpoint")
     if os.path.isfile(state):
-        with open(state, "rb") as f:
-            m = re.search(rb'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\]|\\.)*)"', f.read(), re.M)
+        try:
+            with open(state, "rb") as f:
+                text = f.read()
+        except OSError as err:
+            raise TF1CheckpointError(f"{state}: cannot read the file ({err.strerror or err}).") \
+                from None
+        # [ \t], not \s: \s spans lines, and re.M would then retry it from every line.
+        m = re.search(rb'^[ \t]*model_checkpoint_path[ \t]*:[ \t]*"((?:[^"\\\n]|\\.)*)"', text,
+                      re.M)
         if m:
             name = os.fsdecode(_unescape(m.group(1)))
             prefix = name if os.path.isabs(name) else os.path.join(directory, name)
-            if not os.path.isfile(prefix + ".index") and not os.path.isfile(prefix):
+            if "\0" not in name and not os.path.isfile(prefix + ".index") \
+                    and not os.path.isfile(prefix):
                 # The directory was moved after saving: the state file keeps the old path.
                 moved = os.path.join(directory, os.path.basename(name))
                 if os.path.isfile(moved + ".index") or os.path.isfile(moved):
                     prefix = moved
+            if not name or "\0" in name or os.path.isdir(prefix):
+                # Following it could lead back here: refuse rather than recurse.
+                raise TF1CheckpointError(
+                    f"{state}: its model_checkpoint_path {_short(name)} does not name a "
+                    "checkpoint prefix; the state file is damaged. Pass the checkpoint prefix "
+                    "(e.g. .../model.ckpt) instead of the directory.")
             return _resolve_prefix(prefix)
     indexes = sorted(glob.glob(os.path.join(glob.escape(directory), "*.index")))
     if len(indexes) == 1:
@@ -482,42 +525,45 @@ def read_checkpoint(path, *, verify: bool = True) -> dict[str, np.ndarray]:
             "index is damaged. Copy it again from its source.")
 
     files: dict = {}
+    unread: dict = {}  # per shard: bytes not yet read; TF stores each tensor once
     out: dict[str, np.ndarray] = {}
     try:
         for key, value in entries[1:]:
             name = key.decode("utf-8", "replace")
+            quoted = _short(name)
             try:
                 entry = _parse_entry(value)
             except ValueError as e:
                 raise TF1CheckpointError(
-                    f"{index_path}: the entry of tensor {name!r} is damaged ({e}). Copy the "
+                    f"{index_path}: the entry of tensor {quoted} is damaged ({e}). Copy the "
                     "file again from its source.") from None
             code = entry["dtype"]
             if code in _SKIPPED:
                 continue
             if entry["sliced"]:
                 raise TF1CheckpointError(
-                    f"{index_path}: tensor {name!r} is saved in slices (a partitioned "
+                    f"{index_path}: tensor {quoted} is saved in slices (a partitioned "
                     "variable), which this reader does not support. Load the checkpoint in "
                     "TensorFlow and save it again without partitioning.")
             if code not in _DTYPES:
                 kind = _DTYPE_NAMES.get(code, f"DataType enum {code}")
                 raise TF1CheckpointError(
-                    f"{index_path}: tensor {name!r} has dtype {kind}, which this reader does "
+                    f"{index_path}: tensor {quoted} has dtype {kind}, which this reader does "
                     "not support. Load the checkpoint in TensorFlow, cast it to float32 and "
                     "save it again.")
             shape = entry["shape"]
             itemsize = 2 if _DTYPES[code] == "bfloat16" else np.dtype(_DTYPES[code]).itemsize
-            if shape is None or any(d < 0 for d in shape) or \
-                    int(np.prod(shape, dtype=np.int64)) * itemsize != entry["size"]:
+            if shape is None or len(shape) > _MAX_DIMS or any(d < 0 for d in shape) or \
+                    math.prod(shape) * itemsize != entry["size"]:
                 raise TF1CheckpointError(
-                    f"{index_path}: tensor {name!r} has shape {shape} but {entry['size']} "
-                    "bytes; the index is damaged. Copy it again from its source.")
+                    f"{index_path}: tensor {quoted} has shape {_short(shape)} but "
+                    f"{entry['size']} bytes; the index is damaged. Copy it again from its "
+                    "source.")
             shard = entry["shard_id"]
             data_path = f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
             if not 0 <= shard < num_shards:
                 raise TF1CheckpointError(
-                    f"{index_path}: tensor {name!r} is in shard {shard} of {num_shards}; the "
+                    f"{index_path}: tensor {quoted} is in shard {shard} of {num_shards}; the "
                     "index is damaged. Copy it again from its source.")
             if shard not in files:
                 if not os.path.isfile(data_path):
@@ -525,24 +571,34 @@ def read_checkpoint(path, *, verify: bool = True) -> dict[str, np.ndarray]:
                         f"{data_path}: checkpoint data file not found. A checkpoint is the "
                         f".index file plus all {num_shards} .data-*-of-{num_shards:05d} "
                         "files; copy the missing one next to the .index file.")
-                files[shard] = open(data_path, "rb")
+                try:
+                    files[shard] = open(data_path, "rb")
+                except OSError as err:
+                    raise TF1CheckpointError(f"{data_path}: cannot read the file "
+                                             f"({err.strerror or err}).") from None
+                unread[shard] = os.fstat(files[shard].fileno()).st_size
             f = files[shard]
             offset, size = entry["offset"], entry["size"]
             length = os.fstat(f.fileno()).st_size
             if offset < 0 or offset + size > length:
                 raise TF1CheckpointError(
-                    f"{data_path}: tensor {name!r} lies at bytes {offset}..{offset + size} "
+                    f"{data_path}: tensor {quoted} lies at bytes {offset}..{offset + size} "
                     f"but the file has only {length} bytes; the data file is truncated. Copy "
                     "it again from its source.")
+            unread[shard] -= size
+            if unread[shard] < 0:
+                raise TF1CheckpointError(
+                    f"{index_path}: its tensors claim more bytes than {data_path} holds (they "
+                    "overlap); the index is damaged or crafted. Copy it again from its source.")
             raw = bytearray(size)
             f.seek(offset)
             if f.readinto(raw) != size:
                 raise TF1CheckpointError(
-                    f"{data_path}: could not read tensor {name!r} (the file shrank while "
+                    f"{data_path}: could not read tensor {quoted} (the file shrank while "
                     "reading). Copy it again from its source.")
             if verify and entry["crc32c"] is not None and crc32c(raw) != _unmask(entry["crc32c"]):
                 raise TF1CheckpointError(
-                    f"{data_path}: tensor {name!r} fails its CRC-32C check; the checkpoint "
+                    f"{data_path}: tensor {quoted} fails its CRC-32C check; the checkpoint "
                     "is damaged. Copy it again from its source.")
             out[name] = _decode(raw, _DTYPES[code], shape)
     finally:
