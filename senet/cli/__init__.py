@@ -21,6 +21,7 @@ COMMANDS = {
     "predict": ("senet.cli.predict", "the top ImageNet classes of image files"),
     "evaluate": ("senet.cli.evaluate", "top-1/top-5 accuracy on an ImageNet-style validation folder"),
     "export": ("senet.cli.export", "export a model to SavedModel, ONNX or TFLite, checked by running it"),
+    "train": ("senet.cli.train", "train a model on a folder of images, or fine-tune pretrained weights"),
     "benchmark": ("senet.cli.benchmark", "measure inference speed (images/s, latency, GFLOP/s), beside timm's"),
 }
 
