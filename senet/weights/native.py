@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import subprocess
@@ -111,13 +112,14 @@ def read_header(path) -> dict | None:
         raise WeightsFileError(f"{path}: cannot read the file ({err.strerror or err}).") from None
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: [[[[...
         raise _damaged(path, "its header is not valid JSON") from None
     ok = (isinstance(doc, dict) and doc.get("format") == FORMAT and isinstance(doc.get("meta"), dict)
           and isinstance(doc.get("userblock"), int) and isinstance(doc.get("body_sha256"), str))
-    if not ok:
-        raise _damaged(path, "its header lacks the format, metadata or checksum")
-    if doc.get("version", 0) > VERSION:
+    version = doc.get("version", 0) if ok else None
+    if not ok or not isinstance(version, int) or isinstance(version, bool):
+        raise _damaged(path, "its header lacks the format, version, metadata or checksum")
+    if version > VERSION:
         raise WeightsFileError(f"{path}: written by a newer senet (weights format version "
                                f"{doc['version']}); upgrade senet to read it.")
     ub = doc["userblock"]
@@ -135,41 +137,101 @@ def read(path) -> tuple[dict, dict]:
     if doc is None:
         raise WeightsFileError(f"{path} is not a senet weights file (no senet header); "
                                "convert the source file with `senet convert`.")
-    if _sha256_from(path, doc["userblock"]) != doc["body_sha256"]:
+    try:
+        sound = _sha256_from(path, doc["userblock"]) == doc["body_sha256"]
+    except OSError as err:
+        raise WeightsFileError(f"{path}: cannot read the file ({err.strerror or err}).") from None
+    if not sound:
         raise _damaged(path, "its contents do not match the checksum written with them")
     try:
         with h5py.File(path, "r") as f:
             weights = _arrays(f)
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise _damaged(path, one_line(err)) from None
+        raise _damaged(path, one_line(err)[:300]) from None
     return weights, doc["meta"]
+
+
+def _outside(obj, size) -> str | None:
+    """Why reading HDF5 object `obj` of a `size`-byte file could reach outside it, or None.
+
+    HDF5 follows external links and external or virtual storage to any path (/dev/stdin
+    blocks, /dev/zero never ends), and a dataset may declare more elements than any file
+    holds; each is refused before a byte is read.
+    """
+    import h5py
+
+    if isinstance(obj, h5py.Dataset):
+        if obj.external or obj.is_virtual:
+            return f"dataset {obj.name!r} keeps its data outside the file"
+        if obj.size * obj.dtype.itemsize > size:
+            return f"dataset {obj.name!r} declares more bytes than the file has"
+    for key in obj.attrs:
+        attr = obj.attrs.get_id(key)
+        if attr.get_storage_size() > size or attr.shape is not None and (
+                math.prod(attr.shape) * attr.dtype.itemsize > size):
+            return f"attribute {key!r} of {obj.name!r} declares more bytes than the file has"
+    return None
 
 
 def _arrays(f) -> dict:
     """{layer: [arrays]} of the HDF5 groups, each holding datasets '0'..'n-1'."""
     import h5py
 
+    size = os.path.getsize(f.filename)
     weights = {}
-    for name, g in f.items():
+    for name in f:
+        g = f[name] if isinstance(f.get(name, getlink=True), h5py.HardLink) else None
         if not isinstance(g, h5py.Group) or sorted(g) != [str(i) for i in range(len(g))]:
             raise ValueError(f"layer {name!r} is not a group of datasets 0..n-1")
-        weights[name] = [np.asarray(g[str(i)][()], dtype=np.float32) for i in range(len(g))]
+        arrays = []
+        for i in range(len(g)):
+            ds = g[str(i)] if isinstance(g.get(str(i), getlink=True), h5py.HardLink) else None
+            problem = "not a dataset" if not isinstance(ds, h5py.Dataset) else _outside(ds, size)
+            if problem:
+                raise ValueError(f"layer {name!r}, weight {i}: {problem}")
+            arrays.append(np.asarray(ds[()], dtype=np.float32))
+        weights[name] = arrays
     return weights
 
 
 # --------------------------------------------------------------------------- other HDF5 files
 
 _PROBE = """
-import sys, h5py
-with h5py.File(sys.argv[1], "r") as f:
-    f.attrs.get("senet")
-    def visit(name, obj):
-        for key in obj.attrs:
-            obj.attrs[key]
-        if isinstance(obj, h5py.Dataset):
-            obj[()]
-    f.visititems(visit)
+import sys
+sys.path.insert(0, sys.argv[2])
+from senet.weights.native import _probe_child
+_probe_child(sys.argv[1])
 """
+
+
+def _probe_child(path) -> None:
+    """In the probe's child process: read every object of `path`, or exit with the reason."""
+    import h5py
+
+    size = os.path.getsize(path)
+    try:  # a crafted file must not take the machine's memory, even in the child
+        import resource
+
+        limit = (2 << 30) + 4 * size
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass
+    with h5py.File(path, "r") as f:
+        link = f.visititems_links(
+            lambda name, l: name if isinstance(l, h5py.ExternalLink) else None)
+        if link:
+            sys.exit(f"{link!r} is a link to another file")
+        problem = _outside(f, size) or f.visititems(lambda name, obj: _outside(obj, size))
+        if problem:
+            sys.exit(problem)
+
+        def read(name, obj):
+            for key in obj.attrs:
+                obj.attrs[key]
+            if isinstance(obj, h5py.Dataset):
+                obj[()]
+
+        f.visititems(read)
 
 
 def probe(path) -> None:
@@ -182,8 +244,9 @@ def probe(path) -> None:
     path = os.fspath(path)
     limit = PROBE_SECONDS + os.path.getsize(path) / 50e6
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True,
-                              text=True, timeout=limit, check=False)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        proc = subprocess.run([sys.executable, "-c", _PROBE, path, root], capture_output=True,
+                              stdin=subprocess.DEVNULL, text=True, timeout=limit, check=False)
     except subprocess.TimeoutExpired:
         raise WeightsFileError(
             f"{path}: the HDF5 library did not finish reading this file in {limit:.0f} s; it is "
@@ -191,7 +254,10 @@ def probe(path) -> None:
     if proc.returncode != 0:
         lines = [l for l in proc.stderr.splitlines() if l.strip()]
         detail = one_line(lines[-1])[:300] if lines else f"exit code {proc.returncode}"
-        raise WeightsFileError(f"{path}: not a readable HDF5 weights file ({detail}).")
+        if proc.returncode < 0:
+            detail = f"the HDF5 library crashed on it, signal {-proc.returncode}"
+        raise WeightsFileError(f"{path}: not a readable HDF5 weights file ({detail}); it is "
+                               "damaged or crafted. Write it again.")
 
 
 def is_hdf5(path) -> bool:
@@ -216,7 +282,7 @@ def read_legacy_meta(path) -> dict | None:
 def _legacy_meta(path, raw):
     try:
         meta = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise WeightsFileError(f"{path}: its 'senet' metadata is not valid JSON; convert the "
                                "source file again.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != 1:
