@@ -445,7 +445,8 @@ def _group_by_storage(tensors):
 def _damaged_zip(e):
     detail = " ".join(str(e).split())[:200]
     detail = "no central directory" if "not a zip file" in detail else detail
-    return _Bad(f"it is a truncated or damaged zip archive ({detail}); download it again")
+    return _Bad(f"it is a truncated, damaged or unusual zip archive ({detail}); expected a "
+                "file written by torch.save, download it again")
 
 
 def _member(zf, name, budget):
