@@ -169,6 +169,14 @@ def split(samples: Samples, fraction: float, seed: int = 0) -> tuple[Samples, Sa
     return samples.subset(train), samples.subset(val)
 
 
+def default_scale_min(size: int) -> float:
+    """The smallest random crop (fraction of the area): the paper's 0.08 at 224 px and up;
+    smaller inputs get larger crops (0.08 x 224 / size, at most 0.5), since 8% of a 32 px
+    image is a few pixels of the object, not a view of it. Digits at 32 px: 97-98% with
+    0.5, 95% with 0.08 (benchmarks/train_digits.py)."""
+    return float(min(0.5, max(SCALE[0], SCALE[0] * 224 / size)))
+
+
 def typical_size(samples: Samples, n=64, lo=32, hi=224) -> int:
     """The median shorter side of (up to) `n` images, rounded to 32 px within [lo, hi].
 
@@ -283,6 +291,14 @@ def _decoder(samples: Samples, transform: Transform, training: bool, seed: int,
     return decode
 
 
+def _ok(image, label, ok):
+    return ok
+
+
+def _without_ok(image, label, ok):
+    return image, label
+
+
 def _to_model_input(images):
     """RGB 0-255 batch -> the models' input (`senet.preprocess_input`), in tf ops."""
     import keras
@@ -302,15 +318,17 @@ def steps_per_epoch(samples: Samples, batch_size: int) -> int:
 
 def train_dataset(samples: Samples, batch_size: int, transform: Transform, *, seed: int = 0,
                   epochs: int = 1, initial_epoch: int = 0, skipped: Skipped | None = None,
-                  augment=None, shard: tuple | None = None, parallel=None):
+                  augment=None, input_context=None, parallel=None):
     """Training batches (x, one-hot y) for epochs `initial_epoch`..`epochs - 1`, in order.
 
     Each epoch is `len(samples) // batch_size` full batches of a fresh stateless shuffle;
     pass it to `model.fit(..., steps_per_epoch=steps_per_epoch(samples, batch_size))`.
     `augment`: a callable on a batch dict {"images", "labels"} (RGB 0-255, one-hot), e.g.
-    Keras' MixUp / CutMix / RandAugment layers. `shard`: (count, index) keeps every
-    count-th image of each epoch's order (one worker's part). `parallel`: decoding calls
-    in flight (default: tf.data's autotuning).
+    Keras' MixUp / CutMix / RandAugment layers. `input_context`: tf.distribute's, for
+    `strategy.distribute_datasets_from_function`: this pipeline keeps every n-th image of
+    each epoch's order (its worker's part) and batches per replica, so the replicas' batches
+    together are the global batch of `batch_size`. `parallel`: decoding calls in flight
+    (default: tf.data's autotuning).
     """
     import tensorflow as tf
 
@@ -323,6 +341,10 @@ def train_dataset(samples: Samples, batch_size: int, transform: Transform, *, se
     n, k, size = len(samples), samples.num_classes, transform.size
     labels = tf.constant(samples.labels)
     parallel = parallel or tf.data.AUTOTUNE
+    per_replica, local_replicas = batch_size, 1
+    if input_context is not None:
+        per_replica = input_context.get_per_replica_batch_size(batch_size)
+        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
 
     def load(index, epoch):
         image, ok = tf.numpy_function(decode, [index, epoch], [tf.float32, tf.bool],
@@ -334,12 +356,11 @@ def train_dataset(samples: Samples, batch_size: int, transform: Transform, *, se
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         ds = tf.data.Dataset.from_tensor_slices(order)
-        if shard is not None:
-            ds = ds.shard(*shard)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         ds = ds.map(lambda i: load(i, epoch), num_parallel_calls=parallel, deterministic=True)
-        ds = ds.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
-        per_worker = batch_size // (shard[0] if shard else 1)
-        return ds.repeat().batch(per_worker, drop_remainder=True).take(steps)
+        ds = ds.filter(_ok).map(_without_ok)
+        return ds.repeat().batch(per_replica, drop_remainder=True).take(steps * local_replicas)
 
     ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_data)
     if augment is not None:
@@ -369,7 +390,7 @@ def eval_dataset(samples: Samples, batch_size: int, transform: Transform, *,
 
     ds = tf.data.Dataset.range(len(samples))
     ds = ds.map(load, num_parallel_calls=parallel or tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
+    ds = ds.filter(_ok).map(_without_ok)
     ds = ds.batch(batch_size).map(lambda x, y: (_to_model_input(x), y))
     return _options(ds).prefetch(2)
 

@@ -57,7 +57,7 @@ class Recipe:
     epochs: int = 30
     batch_size: int = 64  # per optimizer step, over all devices (micro-batches x accumulate)
     lr: float | None = None  # peak learning rate; default lr_per_256 x batch_size / 256
-    lr_per_256: float = 0.15  # the paper's 0.6 for batch 1024
+    lr_per_256: float = 0.1  # Goyal et al.; the paper used 0.6 for 1024 (0.15)
     head_lr: float | None = None  # the classifier's peak rate (fine-tuning); default: lr
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
@@ -204,15 +204,6 @@ class SGD(keras.optimizers.SGD):
     def get_config(self):
         return {**super().get_config(), "kernel_decay": self.kernel_decay,
                 "head_lr_scale": self.head_lr_scale}
-
-
-def zero_init_residuals(model):
-    """Start each residual branch's last BatchNorm at gamma = 0 (Goyal et al.; timm's
-    `zero_init_last`): every unit begins as the identity, which trains faster from scratch."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith(
-                ("_1x1_increase_bn", "_3x3b_bn")) and layer.name.startswith("conv"):
-            layer.gamma.assign(np.zeros(layer.gamma.shape, "float32"))
 
 
 def freeze(model, what: str):
@@ -375,6 +366,16 @@ def load_checkpoint(path, model, optimizer):
                 v.assign(value)
 
 
+def weights_digest(model) -> str:
+    """sha256 of every model variable: workers that agree have the same digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for v in model.variables:
+        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v.value), np.float32).tobytes())
+    return h.hexdigest()
+
+
 def weights_and_meta(model, meta):
     """({layer: arrays}, meta) for `senet.weights.native.save`."""
     import keras
@@ -460,18 +461,20 @@ class Job:
     size: int | None = None
     crop_pct: float | None = None
     interpolation: str | None = None
-    scale_min: float = 0.08
+    scale_min: float | None = None  # default: data.default_scale_min(size)
     seed: int = 0
     precision: str = "float32"
     distribute: str = "auto"
     devices: list | None = None
     sync_bn: bool = False
     resume: bool = False
+    resume_epochs: int | None = None  # with resume: a new total of epochs (else the recorded)
     workers: int | None = None  # decoding calls in flight (default: autotuned)
     tensorboard: bool = True
     plot: bool = True
     verbose: bool = True
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
+    callbacks: list = dataclasses.field(default_factory=list)  # extra Keras callbacks
 
 
 class _Run:
@@ -574,9 +577,9 @@ def train(job: Job) -> dict:
     state = run.check_output(variant.name)
     if state is not None:  # resume: the recorded settings, whatever was passed
         saved = state["job"]
-        recipe = Recipe(**{**state["recipe"], "epochs": job.recipe.epochs
-                           if job.recipe.epochs != state["recipe"]["epochs"] and
-                           job.recipe.epochs > state["epoch"] else state["recipe"]["epochs"]})
+        recipe = Recipe(**state["recipe"])
+        if job.resume_epochs:  # a longer (or shorter) run than recorded
+            recipe.epochs = job.resume_epochs
         for key in ("labels", "val", "val_labels", "val_split", "size", "crop_pct",
                     "interpolation", "scale_min", "seed", "precision", "weights", "sync_bn"):
             setattr(job, key, saved[key])
@@ -594,7 +597,8 @@ def train(job: Job) -> dict:
     size = job.size or pre.get("size") or data.typical_size(train_set)
     transform = data.Transform(size=size, crop_pct=job.crop_pct or pre.get("crop_pct") or 0.875,
                                interpolation=job.interpolation or pre.get("interpolation")
-                               or "bilinear", scale=(job.scale_min, 1.0))
+                               or "bilinear",
+                               scale=(job.scale_min or data.default_scale_min(size), 1.0))
     if job.verbose:
         how = f"fine-tuning {job.weights}" if job.weights else "from scratch"
         print(f"{variant.name}, {how}: {len(train_set)} training images in "
@@ -618,8 +622,6 @@ def train(job: Job) -> dict:
     with dist.scope():
         model = build(variant, weights=job.weights, classes=train_set.num_classes,
                       input_shape=image_shape(size), classifier_activation=None)
-        if not job.weights:
-            zero_init_residuals(model)
         freeze(model, recipe.freeze)
         if job.sync_bn:
             synchronize_batchnorm(model)
@@ -649,16 +651,22 @@ def train(job: Job) -> dict:
         "source": {"kind": "senet train", "data": os.path.abspath(job.data),
                    "weights": job.weights, "weights_source": weights_meta.get("source")},
     }
-    job_dict = {k: v for k, v in dataclasses.asdict(job).items() if k != "recipe"}
+    job_dict = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)
+                if f.name not in ("recipe", "callbacks", "model")}
     job_dict["model"] = variant.name
     run.config = {"model": variant.name, "epochs": recipe.epochs,
                   "recipe": dataclasses.asdict(recipe), "job": job_dict}
 
-    shard = (dist.num_workers, dist.worker) if dist.num_workers > 1 else None
-    train_ds = data.train_dataset(train_set, recipe.micro_batch, transform, seed=job.seed,
+    def pipeline(input_context=None):
+        return data.train_dataset(train_set, recipe.micro_batch, transform, seed=job.seed,
                                   epochs=recipe.epochs, initial_epoch=initial_epoch,
                                   skipped=run.skipped, augment=recipe.augment(job.seed),
-                                  shard=shard, parallel=job.workers)
+                                  input_context=input_context, parallel=job.workers)
+
+    if hasattr(dist.strategy, "distribute_datasets_from_function"):  # tf.distribute
+        train_ds = dist.strategy.distribute_datasets_from_function(pipeline)
+    else:  # one device, or keras.distribution (which shards the global batch itself)
+        train_ds = pipeline()
     val_ds = None
     if val_set is not None:
         val_ds = data.eval_dataset(val_set, recipe.micro_batch, transform, skipped=run.skipped,
@@ -670,6 +678,7 @@ def train(job: Job) -> dict:
     if job.tensorboard and dist.chief and _has_tensorboard(job.verbose):
         callbacks.append(keras.callbacks.TensorBoard(run.path("tensorboard"), write_graph=False,
                                                      profile_batch=0))
+    callbacks += list(job.callbacks)
     start = time.monotonic()
     if initial_epoch < recipe.epochs:
         if job.verbose and initial_epoch:
@@ -684,6 +693,7 @@ def train(job: Job) -> dict:
     if len(run.skipped) and len(run.skipped) >= len(train_set):
         raise DataError(f"{job.data}: no image could be read (first: "
                         f"{next(iter(run.skipped.errors.values()))}).")
+    run.digest = weights_digest(model)
     summary = _summary(run, recipe, train_set, val_set, size, seconds, dist)
     if dist.chief:
         _finish(run, summary)
@@ -720,7 +730,8 @@ def _summary(run, recipe, train_set, val_set, size, seconds, dist) -> dict:
         "seconds_this_session": round(seconds, 1),
         "seconds_total": round(sum(r.get("seconds", 0) for r in run.history), 1),
         "skipped_images": len(run.skipped), "skipped": dict(list(run.skipped.errors.items())[:20]),
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": dataclasses.asdict(recipe), "history": run.history,
+        "weights_sha256": run.digest,
         "best_weights": os.path.abspath(run.path(BEST)),
         "last_weights": os.path.abspath(run.path(LAST)),
     }

@@ -33,8 +33,8 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last checkpoint, with its settings")
     g = p.add_argument_group("recipe")
-    g.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
-                   help=f"(default: {d.epochs})")
+    g.add_argument("--epochs", type=int, metavar="N",
+                   help=f"(default: {d.epochs}; with --resume: a new total, else the recorded)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
                    help=f"images per optimizer step over all devices (default: {d.batch_size})")
     g.add_argument("--accumulate", type=int, default=d.accumulate, metavar="N",
@@ -57,8 +57,9 @@ def add_arguments(p):
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, metavar="F")
     g.add_argument("--freeze", choices=FREEZE, default=d.freeze,
                    help="backbone: train only the classifier; bn: freeze BatchNorm layers")
-    g.add_argument("--scale-min", type=float, default=0.08, metavar="F",
-                   help="smallest random crop, as a fraction of the image area (default: 0.08)")
+    g.add_argument("--scale-min", type=float, metavar="F",
+                   help="smallest random crop, a fraction of the image area (default: the "
+                        "paper's 0.08 at 224 px; 0.08 x 224 / size for smaller, at most 0.5)")
     g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="Keras' MixUp")
     g.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="Keras' CutMix")
     g.add_argument("--randaugment", action="store_true", help="Keras' RandAugment")
@@ -90,7 +91,7 @@ def run(args):
         raise UserError(f"--size must be at least 32 px (got {args.size}).")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct:g}).")
-    if not 0 < args.scale_min <= 1:
+    if args.scale_min is not None and not 0 < args.scale_min <= 1:
         raise UserError(f"--scale-min must be in (0, 1] (got {args.scale_min:g}).")
     if args.weights and args.weights != "imagenet" and (os.sep in args.weights or
                                                         args.weights.endswith(".h5")) \
@@ -98,9 +99,11 @@ def run(args):
         raise UserError(f"--weights {args.weights}: no such file.")
     import_keras_quietly()
     from senet import training
+    from senet.training import Recipe
 
     recipe = training.Recipe(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+        epochs=args.epochs or Recipe().epochs, batch_size=args.batch_size, lr=args.lr,
+        head_lr=args.head_lr,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs, step_epochs=args.step_epochs,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, accumulate=args.accumulate, freeze=args.freeze,
@@ -111,6 +114,7 @@ def run(args):
         size=args.size, crop_pct=args.crop_pct, interpolation=args.interpolation,
         scale_min=args.scale_min, seed=args.seed, precision=args.precision,
         distribute=args.distribute, sync_bn=args.sync_bn, resume=args.resume,
+        resume_epochs=args.epochs if args.resume else None,
         workers=args.workers, tensorboard=not args.no_tensorboard, recipe=recipe)
     training.train(job)
     return 0
