@@ -99,8 +99,12 @@ CASES = {
         "negative dimensions"),
     "caffe: blob dimensions whose product overflows int64": (
         "caffemodel", lambda tmp: wf.caffe_blob_with_dims(
-            wf.pb_field(1, 0, 2**32) + wf.pb_field(1, 0, 2**32)), "needs 18446744073709551616"),
+            wf.pb_field(1, 0, 2**32) + wf.pb_field(1, 0, 2**32)), "larger than Caffe allows"),
     "caffe: 70 axes (numpy allows 64: ValueError)": ("caffemodel", _caffe_many_axes, "70 axes"),
+    "caffe: an empty blob whose other dimensions overflow (ValueError)": (
+        "caffemodel", lambda tmp: wf.caffe_blob_with_dims(
+            b"".join(wf.pb_field(1, 0, d) for d in (0, 2**31 - 1, 2**31 - 1, 2**31 - 1))),
+        "larger than Caffe allows"),
     "prototxt: \\U escape beyond Unicode (OverflowError)": (
         "prototxt", lambda tmp: b'layer { name: "\\UFFFFFFFF" }\n', "not a Unicode character"),
     "prototxt: \\u escape of a surrogate (UnicodeEncodeError)": (
@@ -142,6 +146,9 @@ CASES = {
         "torch_zip", lambda tmp: _torch("zip", T("w", (10**12,), (0,))), "would take"),
     "torch zip: an empty tensor with a 2**70 dimension": (
         "torch_zip", lambda tmp: _torch("zip", T("w", (0, 2**70), (1, 1))), "would take"),
+    "torch zip: an empty tensor whose other dimensions overflow (ValueError)": (
+        "torch_zip", lambda tmp: _torch("zip", T("w", (0, 2**22, 2**22, 2**22), (1,) * 4)),
+        "would take"),
     "torch zip: 70 dimensions (numpy allows 64: ValueError)": (
         "torch_zip", lambda tmp: _torch("zip", T("w", (1,) * 70, (1,) * 70)), "70 dimensions"),
     "torch zip: a 5,000-digit integer key (ValueError from str())": (
@@ -161,6 +168,9 @@ CASES = {
         "header is damaged"),
     "tf1: dimensions whose product overflows int64 (ValueError)": (
         "tf1_index", lambda tmp: _tf1_entry(wf.tf1_entry((2**32, 2**32), 0, 0, wf._mask(0))),
+        "has shape"),
+    "tf1: an empty tensor whose other dimensions overflow (ValueError)": (
+        "tf1_index", lambda tmp: _tf1_entry(wf.tf1_entry((0, 2**62, 2**62), 0, 0, wf._mask(0))),
         "has shape"),
     "tf1: one data block named 3,000 times (9 million entries)": (
         "tf1_index", _tf1_overlapping_blocks, "overlap"),

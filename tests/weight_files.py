@@ -149,7 +149,7 @@ def torch_legacy(tensors: dict, storages: dict, *, numels=None) -> bytes:
                            "type_sizes": {"short": 2, "int": 4, "long": 4}}),
              _state_pickle(tensors, numels, legacy=True), pickle_bytes(list(storages))]
     for key, data in storages.items():
-        parts.append(struct.pack("<Q", numels[key]) + np.asarray(data, "<f4").tobytes())
+        parts.append(struct.pack("<Q", numels[key] % 2**64) + np.asarray(data, "<f4").tobytes())
     return b"".join(parts)
 
 
@@ -541,3 +541,52 @@ def check_reader(kind: str, path, seconds: float = 10.0):
         except SenetError as err:
             check_message(err, os.path.dirname(path) if kind.startswith("tf1") else path)
             return err
+
+
+# --------------------------------------------------------------------------- structured inputs
+
+# Numbers that break readers: the edges of every integer width a format uses.
+EXTREMES = (0, 1, 2, 3, 7, 255, 256, 2**31 - 1, 2**31, 2**32, 2**40, 2**63 - 1, 2**63,
+            2**64 - 1, 2**64, 2**70, 10**12)
+
+
+def _number(draw):
+    """An integer from `draw(lo, hi)`: small, or one of EXTREMES."""
+    if draw(0, 1):
+        return draw(0, 16)
+    return EXTREMES[draw(0, len(EXTREMES) - 1)]
+
+
+def structured(kind: str, draw) -> bytes:
+    """A file of `kind` whose sizes, shapes, offsets and wire types come from
+    `draw(lo, hi) -> int` (hypothesis or atheris): the numbers byte mutation rarely reaches."""
+    if kind in ("torch_zip", "torch_legacy"):
+        ndim = draw(0, 4) if draw(0, 7) else draw(0, 70)
+        tensor = Tensor("0", tuple(_number(draw) for _ in range(ndim)),
+                        tuple(_number(draw) for _ in range(ndim)), _number(draw))
+        storage = np.arange(draw(0, 64), dtype="f4")
+        write = torch_zip if kind == "torch_zip" else torch_legacy
+        return write({"w": tensor}, {"0": storage}, numels={"0": _number(draw)}
+                     if draw(0, 3) == 0 else None)
+    if kind == "caffemodel":
+        dims = b"".join(pb_field(1, 0, _number(draw)) for _ in range(draw(0, 6)))
+        if draw(0, 3) == 0:
+            dims = pb_field(1, 2, b"".join(varint(_number(draw)) for _ in range(draw(0, 70))))
+        return caffe_blob_with_dims(dims, np.ones(draw(0, 16), "<f4").tobytes())
+    if kind == "tf1_index":
+        entry = b""
+        for number, wire in ((1, 0), (2, 2), (4, 0), (5, 0), (6, 5)):  # dtype shape offset..
+            wire = wire if draw(0, 7) else (0, 1, 2, 5)[draw(0, 3)]
+            if wire == 0:
+                entry += pb_field(number, 0, _number(draw))
+            elif wire == 2:  # a shape of dims, whatever the field
+                entry += pb_field(number, 2, b"".join(pb_field(2, 2, pb_field(1, 0, _number(draw)))
+                                                      for _ in range(draw(0, 6))))
+            else:
+                entry += pb_field(number, wire, bytes(8 if wire == 1 else 4))
+        header = pb_field(1, 0, _number(draw)) if draw(0, 3) else pb_field(1, 2, b"x")
+        return sstable([(b"", header), (b"w", entry)])
+    raise KeyError(kind)
+
+
+STRUCTURED = ("torch_zip", "torch_legacy", "caffemodel", "tf1_index")

@@ -65,6 +65,7 @@ _LAYER_BN_PARAM, _BN_EPS = 139, 3  # LayerParameter.batch_norm_param, BatchNormP
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
 _U64 = (1 << 64) - 1
 _MAX_AXES = 32  # Caffe's kMaxBlobAxes
+_MAX_COUNT = 2**31 - 1  # Caffe counts a blob's values in an int
 _MAX_DEPTH = 100  # prototxt nesting; Caffe's nets nest 4 deep
 _FLOAT_TAG = (_BLOB_DATA << 3) | _WIRE_FIXED32  # 0x2D, one unpacked float of `data`
 
@@ -263,6 +264,8 @@ def _parse_blob(buf, span):
         raise _Malformed(f"a blob with {len(shape)} axes (Caffe allows {_MAX_AXES})")
     if any(d < 0 for d in shape):
         raise _Malformed(f"a blob with negative dimensions {shape}")
+    if math.prod(d for d in shape if d) > _MAX_COUNT:  # numpy refuses such shapes even empty
+        raise _Malformed(f"a blob of shape {shape}, larger than Caffe allows")
     needed = math.prod(shape)  # Python ints: no overflow, whatever the file claims
     if needed != values.size:
         raise _Malformed(f"shape {shape} needs {needed} values but the blob holds {values.size}")

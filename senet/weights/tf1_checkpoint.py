@@ -554,7 +554,8 @@ def read_checkpoint(path, *, verify: bool = True) -> dict[str, np.ndarray]:
             shape = entry["shape"]
             itemsize = 2 if _DTYPES[code] == "bfloat16" else np.dtype(_DTYPES[code]).itemsize
             if shape is None or len(shape) > _MAX_DIMS or any(d < 0 for d in shape) or \
-                    math.prod(shape) * itemsize != entry["size"]:
+                    math.prod(shape) * itemsize != entry["size"] or \
+                    math.prod(d for d in shape if d) * itemsize >= 2**63:  # numpy's limit
                 raise TF1CheckpointError(
                     f"{index_path}: tensor {quoted} has shape {_short(shape)} but "
                     f"{entry['size']} bytes; the index is damaged. Copy it again from its "

@@ -405,8 +405,8 @@ def _build_array(tensor, name, buf, little_endian, budget):
                    "supported); the file is damaged or crafted")
     out_itemsize = 4 if dtype.name == "bfloat16" else dtype.itemsize
     budget.take(math.prod(shape) * out_itemsize, f"tensor {name}")
-    if 0 in shape:
-        budget.take(max(shape) * out_itemsize, f"tensor {name}")  # numpy's size limits too
+    if 0 in shape:  # numpy refuses an empty shape whose other dimensions overflow
+        budget.take(math.prod(n for n in shape if n) * out_itemsize, f"tensor {name}")
         return np.zeros(shape, np.float32 if dtype.name == "bfloat16" else dtype.numpy)
     np_dtype = np.dtype(dtype.numpy).newbyteorder("<" if little_endian else ">")
     storage = tensor.storage
