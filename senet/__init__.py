@@ -19,7 +19,7 @@ _LAZY = {
     "build": "senet.models", "create_model": "senet.models", "list_models": "senet.models",
     "FEATURE_STRIDES": "senet.models",
     "preprocess_input": "senet.imagenet", "decode_predictions": "senet.imagenet",
-    "convert": "senet.conversion",
+    "convert": "senet.conversion", "inference": "senet.engines",
     **{v.constructor: "senet.models" for v in VARIANTS.values() if v.constructor},
 }
 

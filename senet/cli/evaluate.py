@@ -134,14 +134,15 @@ def run(args):
         raise UserError(f"--json {args.json_out}: is a directory; name the output file.")
     check_model_arguments(args)
     samples = find_samples(args, labels(args.meta, args.meta.get("classes")))
-    model, table = load_model(args)
+    predictor = load_model(args, len(samples))
+    table = predictor.labels
     index = {w: i for i, (w, _) in enumerate(table)}
     label_of = {path: index[wnid] for path, wnid in samples}
 
     progress = Progress(len(samples))
     n = top1 = top5 = failed = 0
     start = time.monotonic()
-    for probs, ok, errors in predict_batches(model, [p for p, _ in samples], args):
+    for probs, ok, errors in predict_batches(predictor, [p for p, _ in samples], args):
         for _, message in errors:
             progress.note(f"senet evaluate: error: {message}")
         failed += len(errors)
@@ -159,9 +160,11 @@ def run(args):
     result = {"model": args.model, "weights": args.weights, "dir": args.dir, "images": n,
               "top1": _pct(top1, n), "top5": _pct(top5, n), "errors": failed,
               "seconds": round(seconds, 3), "size": args.size, "crop_pct": args.crop_pct,
-              "interpolation": args.interpolation}
+              "interpolation": args.interpolation, "engine": predictor.engine,
+              "precision": args.precision}
     print(f"{args.model} (weights {args.weights}) on {args.dir}, {args.size} px, "
-          f"crop {args.crop_pct:g}, {args.interpolation}:")
+          f"crop {args.crop_pct:g}, {args.interpolation}, {predictor.engine} "
+          f"{args.precision}:")
     if n:
         print(f"  top-1 {result['top1']:6.2f}%  ({top1}/{n})")
         print(f"  top-5 {result['top5']:6.2f}%  ({top5}/{n})")

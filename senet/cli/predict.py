@@ -41,6 +41,18 @@ def add_model_arguments(p):
                    help="resize filter (default: the weights', else bilinear)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="image decoding threads (default: CPU count, at most 8)")
+    p.add_argument("--engine", default="auto", choices=["auto", "keras", "openvino", "onnxruntime"],
+                   help="what runs the model (default auto: OpenVINO if installed, else ONNX "
+                        "Runtime, else Keras; engines are built once and cached)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "int8"],
+                   help="bfloat16 is native on CPUs with AVX-512 BF16 or AMX; int8 needs "
+                        "--calibration (default: float32)")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="int8: a folder of the images the model will see (a few hundred); a "
+                        "quarter is held out to measure agreement with float32")
+    p.add_argument("--min-agreement", type=float, default=0.98, metavar="F",
+                   help="int8: refuse a model whose top-1 agrees with float32 on less than this "
+                        "fraction of the held-out images (default: 0.98)")
     p.set_defaults(needs_keras=False)  # imported after the options are checked
 
 
@@ -74,6 +86,11 @@ def check_model_arguments(args):
                         "usual 224-of-256 crop, 1 resizes the shorter side to --size.")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1 (got {args.workers}).")
+    if not 0 <= args.min_agreement <= 1:
+        raise UserError(f"--min-agreement must be in [0, 1] (got {args.min_agreement:g}).")
+    if args.precision == "int8" and not args.calibration:
+        raise UserError("--precision int8 needs --calibration DIR: a few hundred of the images "
+                        "the model will see.")
     recorded = None
     if os.path.isfile(args.weights):
         doc = native.read_header(args.weights)
@@ -102,29 +119,38 @@ def check_model_arguments(args):
     args.interpolation = args.interpolation or pre.get("interpolation") or "bilinear"
 
 
-def load_model(args):
-    """(model, (id, name) of each output) for the checked options."""
+def load_model(args, n_images=None):
+    """A `senet.engines.Predictor` for the checked options (its .labels name the outputs).
+
+    --engine auto takes the fastest engine installed, except for a job of a batch or two
+    when that engine is not built yet: building it (once) costs more than it would save.
+    """
+    from senet import engines
     from senet.cli import import_keras_quietly
 
-    import_keras_quietly()
-    from senet.bench import image_shape
-    from senet.imagenet import labels
-    from senet.models import create_model
+    engine = engines.choose_engine(args.engine, args.precision)
+    batch = args.batch_size  # a compiled engine keeps one batch size; the last batch is padded
+    if args.engine == "auto" and engine != "keras" and args.precision != "int8" \
+            and n_images is not None and n_images <= 2 * args.batch_size \
+            and not engines.is_built(args.model, args.weights, engine=engine,
+                                     precision=args.precision, batch_size=batch, size=args.size):
+        engine = "keras"
+    if engine == "keras":
+        import_keras_quietly()
+        batch = min(batch, n_images or batch)
+    return engines.inference(args.model, args.weights, engine=engine, precision=args.precision,
+                             batch_size=batch, size=args.size, calibration=args.calibration,
+                             min_agreement=args.min_agreement)
 
-    model = create_model(args.model, weights=args.weights, input_shape=image_shape(args.size))
-    meta = getattr(model, "senet_weights", None) or {}
-    return model, labels(meta, model.output_shape[-1])
 
-
-def predict_batches(model, paths, args):
+def predict_batches(predictor, paths, args):
     """Yield (probabilities (n, classes), ok_paths, errors) over `paths`, batch by batch.
 
-    Decoding runs in threads while the model works. The last batch is padded to the
-    batch size so the compiled model never sees a new shape.
+    Decoding runs in threads while the model works; the predictor pads the last batch, so a
+    compiled model never sees a new shape.
     """
     import warnings
 
-    import keras
     from PIL import Image
 
     from senet.images import iter_batches
@@ -132,20 +158,13 @@ def predict_batches(model, paths, args):
 
     # Pillow warns between its limit and twice it, then loads; images.py refuses beyond.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    channels_first = keras.config.image_data_format() == "channels_first"
     batch = min(args.batch_size, len(paths))
-    classes = model.output_shape[-1]
+    classes = len(predictor.labels)
     for images, ok, errors in iter_batches(paths, batch, args.size, args.crop_pct, args.workers,
                                            args.interpolation):
         probs = np.zeros((0, classes), np.float32)
         if ok:
-            x = preprocess_input(images, data_format="channels_last")
-            if channels_first:
-                x = x.transpose(0, 3, 1, 2)
-            n = len(x)
-            if n < batch:
-                x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
-            probs = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(x)))[:n]
+            probs = predictor(preprocess_input(images, data_format="channels_last"))
         yield probs, ok, errors
 
 
@@ -155,12 +174,13 @@ def run(args):
     if args.top < 1:
         raise UserError(f"--top must be at least 1 (got {args.top}).")
     check_model_arguments(args)
-    model, table = load_model(args)
+    predictor = load_model(args, len(args.images))
+    table = predictor.labels
     # A bar only when there is more than one batch to wait for.
     progress = Progress(len(args.images), live=None if len(args.images) > args.batch_size else False)
     failed = 0
     first = True
-    for probs, ok, errors in predict_batches(model, args.images, args):
+    for probs, ok, errors in predict_batches(predictor, args.images, args):
         for _, message in errors:
             progress.note(f"senet predict: error: {message}")
         failed += len(errors)

@@ -1,0 +1,545 @@
+"""Inference on the fastest engine the machine has: Keras (its backend), OpenVINO or ONNX Runtime.
+
+    predictor = senet.inference("seresnext50_32x4d", engine="auto", precision="bfloat16")
+    probs = predictor(senet.preprocess_input(images))      # (n, classes)
+    predictor.labels                                       # (id, name) of each output
+
+OpenVINO and ONNX Runtime run an artifact exported from the Keras model (OpenVINO's IR
+converted from a TensorFlow SavedModel; ONNX through tf2onnx), built once and cached under
+`$SENET_HOME/engines/`, keyed by the
+weights' checksum, engine, precision, input size, batch size and library versions; a second
+run loads it without building a Keras model at all. Every artifact is checked against the
+Keras model when it is built, by the engine that will run it: float32 within 1e-4, bfloat16
+and int8 by top-1 agreement with float32. The build runs in a child process with the
+TensorFlow backend (the exporters trace TensorFlow graphs; a child also returns the
+exporters' memory when done), so it works from any backend.
+
+int8 is post-training quantization by NNCF, calibrated on the user's images; a held-out part
+of them measures top-1 agreement with float32, and a model below `min_agreement` is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from senet.errors import ArgumentError, ExportError, MissingDependencyError, SenetError
+
+ENGINES = ("keras", "openvino", "onnxruntime")
+PRECISIONS = ("float32", "bfloat16", "int8")
+_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+_EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
+BUILD_FORMAT = 1  # bump when the artifacts' layout changes (invalidates the cache)
+
+
+def available(engine: str) -> bool:
+    """Whether `engine` can run here (its package is installed)."""
+    return engine == "keras" or importlib.util.find_spec(_PACKAGES[engine]) is not None
+
+
+def cpu_has_bfloat16() -> bool:
+    """Native bfloat16 arithmetic (AVX-512 BF16 or AMX), which makes bfloat16 inference pay."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_engine(engine: str, precision: str) -> str:
+    """The engine to use: `engine`, or for "auto" the fastest installed for `precision`."""
+    if engine not in (*ENGINES, "auto"):
+        raise ArgumentError(f"Unknown engine {engine!r}; choose auto, {', '.join(ENGINES)}.")
+    if precision not in PRECISIONS:
+        raise ArgumentError(f"Unknown precision {precision!r}; choose {', '.join(PRECISIONS)}.")
+    if engine == "auto":
+        order = ["openvino"] if precision == "int8" else (
+            ["openvino", "keras"] if precision == "bfloat16" else ["openvino", "onnxruntime", "keras"])
+        engine = next((e for e in order if available(e)), order[0])
+    if not available(engine):
+        raise MissingDependencyError(
+            f"the {engine} engine needs the {_PACKAGES[engine]} package: pip install "
+            f"'senet[{_EXTRAS[engine]}]' (or choose --engine keras)")
+    if precision == "int8" and engine != "openvino":
+        raise ArgumentError("int8 runs on the openvino engine (NNCF quantization); "
+                            "use --engine openvino.")
+    if precision == "bfloat16" and engine == "onnxruntime":
+        raise ArgumentError("ONNX Runtime has no bfloat16 CPU kernels; use --engine openvino "
+                            "or keras for bfloat16.")
+    return engine
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A compiled classifier: `predictor(x)` maps preprocessed images (n, size, size, 3),
+    float32 (senet.preprocess_input), to class probabilities (n, classes)."""
+
+    engine: str
+    precision: str
+    size: int
+    batch_size: int | None  # fixed batch of the artifact; None: any
+    meta: dict  # the weights' metadata (classes, preprocessing, provenance)
+    labels: tuple
+    report: dict  # how the artifact was checked when built (difference, agreement)
+    run: object = dataclasses.field(repr=False)
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.batch_size is None or len(x) == self.batch_size:
+            return self.run(x)
+        out = []
+        for i in range(0, len(x), self.batch_size):  # split, and pad the last batch
+            part = x[i:i + self.batch_size]
+            n = len(part)
+            if n < self.batch_size:
+                part = np.concatenate([part, np.zeros((self.batch_size - n, *x.shape[1:]),
+                                                      np.float32)])
+            out.append(self.run(part)[:n])
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def inference(model, weights="imagenet", *, engine="auto", precision="float32",
+              batch_size=None, size=None, calibration=None, min_agreement=0.98,
+              progress=True) -> Predictor:
+    """A `Predictor` for `model` on `engine` at `precision`.
+
+    model: an architecture name or 'arch.tag', or a Keras model built by senet (then
+    `weights` is ignored: the model's own weights are used). engine: "auto" (OpenVINO if
+    installed, else ONNX Runtime, else Keras), "keras", "openvino" or "onnxruntime".
+    precision: "float32", "bfloat16" (native on CPUs with AVX-512 BF16 / AMX), "int8"
+    (needs `calibration`: image files or a folder of them, ideally a few hundred of the
+    user's own). batch_size: the artifact's fixed batch (None: any batch). size: the input
+    size (default: the weights' evaluation size).
+    """
+    engine = choose_engine(engine, precision)
+    if precision == "int8" and not calibration:
+        raise ArgumentError("int8 needs calibration images (--calibration DIR): a few hundred "
+                            "of the images the model will see.")
+    if batch_size is not None and batch_size < 1:
+        raise ArgumentError(f"batch_size must be at least 1 (got {batch_size}).")
+    spec, keras_model = _spec(model, weights, size)
+    from senet.imagenet import labels
+
+    spec.update(engine=engine, precision=precision, batch=batch_size)
+    table = labels(spec["meta"], spec["meta"].get("classes") or None)
+    if engine == "keras":
+        run, report = _keras_runner(spec, keras_model, precision)
+        return Predictor(engine, precision, spec["size"], batch_size, spec["meta"], table,
+                         report, run)
+    directory, report = _artifact(spec, calibration, min_agreement, keras_model, progress)
+    runner = _openvino_runner if engine == "openvino" else _onnxruntime_runner
+    return Predictor(engine, precision, spec["size"], batch_size, spec["meta"], table, report,
+                     runner(directory, precision, batch_size))
+
+
+def _spec(model, weights, size):
+    """What to build: arch, weights (a name or file), size, metadata, and the weights' id."""
+    from senet import catalogue
+    from senet.variants import get_variant
+    from senet.weights import loader
+
+    if not isinstance(model, str):  # a built Keras model: its own weights
+        meta = dict(getattr(model, "senet_weights", None) or {})
+        arch = get_variant(meta.get("model") or model.name).name
+        input_size = model.input_shape[1]
+        return {"arch": arch, "weights": None, "size": size or input_size, "meta": meta,
+                "weights_id": _arrays_id(model)}, model
+    arch, tag = catalogue.split(model)
+    variant = get_variant(arch)
+    if tag is not None and weights == "imagenet":
+        weights = catalogue.find(model).key
+    resolved = loader.resolve(variant, weights) if weights is not None else None
+    meta = dict(resolved.meta) if resolved else {"classes": 1000, "class_set": "imagenet-1k"}
+    default = (meta.get("preprocessing") or {}).get("size", 224)
+    return {"arch": variant.name, "weights": weights if resolved is None or resolved.kind ==
+            "catalogue" else resolved.path, "size": size or default, "meta": meta,
+            "weights_id": _weights_id(resolved)}, None
+
+
+def _weights_id(resolved) -> str:
+    """A content id of the weights, cheap to compute (no model is built)."""
+    if resolved is None:
+        return "random"
+    if resolved.kind == "catalogue":
+        e = resolved.entry
+        return f"{e.key}@{e.sha256 or e.url_sha256 or 'unpinned'}"
+    if resolved.kind == "senet":
+        from senet.weights import native
+
+        doc = native.read_header(resolved.path)
+        if doc is not None:
+            return "senet:" + doc["body_sha256"]
+    from senet.weights.hub import sha256_file
+
+    return "file:" + sha256_file(resolved.path)
+
+
+def _arrays_id(model) -> str:
+    h = hashlib.sha256()
+    for w in model.weights:
+        a = np.ascontiguousarray(np.asarray(w.numpy() if hasattr(w, "numpy") else w))
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return "arrays:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------- Keras
+
+
+def _keras_runner(spec, model, precision):
+    import keras
+
+    from senet.bench import image_shape
+    from senet.models import create_model
+
+    if model is None or precision != "float32" or model.input_shape[1] != spec["size"]:
+        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
+        old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            if model is not None:  # same weights, another size or precision
+                fresh = create_model(spec["arch"], input_shape=image_shape(spec["size"]),
+                                     classes=model.output_shape[-1])
+                fresh.set_weights(model.get_weights())
+                model = fresh
+            else:
+                model = create_model(spec["arch"], weights=spec["weights"],
+                                     input_shape=image_shape(spec["size"]))
+        finally:
+            keras.config.set_dtype_policy(old)
+    channels_first = keras.config.image_data_format() == "channels_first"
+
+    def run(x):
+        if channels_first:
+            x = x.transpose(0, 3, 1, 2)
+        return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(x)), np.float32)
+
+    return run, {"engine": "keras", "backend": keras.backend.backend()}
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def _versions(engine):
+    import importlib.metadata as md
+
+    names = ["tensorflow", _PACKAGES[engine]] + (
+        ["nncf"] if engine == "openvino" else ["tf2onnx"])
+    out = {}
+    for n in names:
+        try:
+            out[n] = md.version(n)
+        except md.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def _key(spec, calibration) -> str:
+    from senet import __version__
+
+    fields = {k: spec[k] for k in ("arch", "weights_id", "size", "batch", "engine", "precision")}
+    fields.update(senet=__version__, build_format=BUILD_FORMAT, versions=_versions(spec["engine"]))
+    if spec["precision"] == "int8":
+        fields["calibration"] = _files_id(calibration)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def image_files(source) -> list[str]:
+    """Image files from a folder (recursively, sorted) or a list of paths."""
+    from senet.images import EXTENSIONS
+
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        if not os.path.isdir(source):
+            raise ArgumentError(f"{source}: not a folder of calibration images.")
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(source) for f in fs
+                       if f.lower().endswith(EXTENSIONS) and not f.startswith("."))
+    else:
+        files = [os.fspath(p) for p in source]
+    if not files:
+        raise ArgumentError(f"{source}: no image files for calibration.")
+    return files
+
+
+def _files_id(calibration) -> str:
+    h = hashlib.sha256()
+    for path in image_files(calibration):
+        st = os.stat(path)
+        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _artifact_dir(spec, calibration):
+    from senet.weights.hub import cached_path
+
+    key = _key(spec, calibration)
+    return cached_path(f"engines/{spec['arch']}-{spec['engine']}-{spec['precision']}-"
+                       f"{spec['size']}px-b{spec['batch'] or 'any'}-{key}"), key
+
+
+def is_built(model, weights="imagenet", *, engine, precision="float32", batch_size=None,
+             size=None, calibration=None) -> bool:
+    """Whether `inference(...)` with these arguments would find its artifact in the cache."""
+    if engine == "keras":
+        return True
+    spec, _ = _spec(model, weights, size)
+    spec.update(engine=engine, precision=precision, batch=batch_size)
+    return (_artifact_dir(spec, calibration)[0] / "build.json").is_file()
+
+
+def _artifact(spec, calibration, min_agreement, keras_model, progress):
+    """(directory, report) of the cached artifact, built in a child process if missing."""
+    from senet._io import make_readable
+    from senet.weights.hub import file_lock
+
+    directory, key = _artifact_dir(spec, calibration)
+    report_path = directory / "build.json"
+    if report_path.is_file():
+        return directory, json.loads(report_path.read_text())
+    with file_lock(directory.with_name(directory.name + ".lock"), "building an engine",
+                   announce=progress):
+        if report_path.is_file():  # another process built it while we waited
+            return directory, json.loads(report_path.read_text())
+        if progress:
+            print(f"Building the {spec['engine']} {spec['precision']} engine for {spec['arch']} "
+                  f"at {spec['size']} px (once; cached in {directory.parent}) ...",
+                  file=sys.stderr, flush=True)
+        tmp = tempfile.mkdtemp(prefix=f".{directory.name}.part-", dir=directory.parent)
+        try:
+            job = {**spec, "out": tmp, "min_agreement": min_agreement,
+                   "calibration": image_files(calibration) if calibration else None}
+            with _weights_file(keras_model, spec) as path:
+                if path:
+                    job["weights"] = path
+                report = _run_child(job)
+            report.update(key=key, versions=_versions(spec["engine"]))
+            with open(os.path.join(tmp, "build.json"), "w") as f:
+                json.dump(report, f, indent=1)
+            make_readable(tmp)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return directory, report
+
+
+@contextlib.contextmanager
+def _weights_file(model, spec):
+    """A temporary senet weights file of an in-memory model, for the child process."""
+    if model is None:
+        yield None
+        return
+    from senet.weights import native
+
+    with tempfile.TemporaryDirectory(prefix="senet-engine-") as d:
+        path = os.path.join(d, "model.weights.h5")
+        meta = {"model": spec["arch"], "input": "caffe", "classes": model.output_shape[-1],
+                **{k: v for k, v in spec["meta"].items() if k not in ("model",)}}
+        meta.setdefault("input", "caffe")
+        native.save(path, {l.name: l.get_weights() for l in model.layers if l.weights}, meta)
+        yield path
+
+
+def _run_child(job) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", "from senet.engines import _child; _child()"],
+                          input=json.dumps(job), env=env, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    if proc.returncode == 3 and lines:  # a SenetError in the child: the user's problem
+        raise ExportError(json.loads(lines[-1])["error"])
+    tail = "\n".join(proc.stderr.splitlines()[-20:])
+    raise RuntimeError(f"building the {job['engine']} engine failed (exit {proc.returncode}); "
+                       f"this is a bug, please report it:\n{tail}")
+
+
+def _child():
+    """The child process: build the Keras model, export, convert, quantize, check, save."""
+    job = json.loads(sys.stdin.read())
+    try:
+        report = _build(job)
+    except SenetError as err:
+        print(json.dumps({"error": " ".join(str(err).split())}))
+        sys.exit(3)
+    print(json.dumps(report))
+
+
+def _build(job) -> dict:
+    from senet import export
+    from senet.bench import image_shape
+    from senet.models import create_model
+
+    t0 = time.perf_counter()
+    # Logits: the artifact leaves the softmax to numpy, so the checks compare logits, which
+    # differ where a wrong artifact differs (near-uniform probabilities would hide it).
+    model = create_model(job["arch"], weights=job["weights"], classifier_activation=None,
+                         input_shape=image_shape(job["size"]))
+    check = _check_inputs(job, model)
+    report = {"engine": job["engine"], "precision": job["precision"], "size": job["size"],
+              "batch": job["batch"], "arch": job["arch"]}
+    if job["engine"] == "onnxruntime":
+        export.export(model, os.path.join(job["out"], "model.onnx"), "onnx", batch_size=job["batch"])
+    else:
+        # OpenVINO reads the TensorFlow SavedModel itself: no ONNX step (and none of tf2onnx's
+        # memory), and a graph without the input transpose the ONNX route leaves.
+        import openvino as ov
+        import tensorflow as tf
+
+        saved = os.path.join(job["out"], "savedmodel")
+        spec = tf.TensorSpec((job["batch"], *model.input_shape[1:]), tf.float32, name="input")
+        export.write_saved_model(model, saved, spec)
+        ov_model = ov.convert_model(saved)
+        shutil.rmtree(saved)
+        if job["precision"] == "int8":
+            ov_model, held_out = _quantize(ov_model, job, model)
+            check = held_out
+        ov.save_model(ov_model, os.path.join(job["out"], "model.xml"), compress_to_fp16=False)
+    run = (_openvino_runner if job["engine"] == "openvino" else _onnxruntime_runner)(
+        job["out"], job["precision"], job["batch"])
+    report.update(_compare(model, run, check, job))
+    report["build_seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def _check_inputs(job, model):
+    """Inputs to check the artifact on: the calibration images if any, else random noise in
+    the models' input range (enough for float32, whose check is a max difference)."""
+    n = job["batch"] or 4
+    if job.get("calibration"):
+        return _load_images(job["calibration"][:max(n, 16)], job)
+    return np.random.default_rng(0).uniform(-128, 128, (n, job["size"], job["size"], 3)).astype(
+        np.float32)
+
+
+def _load_images(paths, job):
+    from senet.imagenet import preprocess_input
+    from senet.images import eval_transform, load_pil
+
+    pre = job["meta"].get("preprocessing") or {}
+    crop = pre.get("crop_pct", 0.875)
+    interp = pre.get("interpolation", "bilinear")
+    out = []
+    for p in paths:
+        try:
+            out.append(eval_transform(load_pil(p), job["size"], crop, interp))
+        except SenetError:
+            continue  # an unreadable calibration image is skipped
+    if not out:
+        raise ArgumentError("none of the calibration images could be read.")
+    return preprocess_input(np.stack(out), data_format="channels_last")
+
+
+def _batches(x, batch):
+    b = batch or len(x)
+    for i in range(0, len(x), b):
+        part = x[i:i + b]
+        n = len(part)
+        if batch and n < batch:
+            part = np.concatenate([part, np.repeat(part[-1:], batch - n, axis=0)])
+        yield part, n
+
+
+def _compare(model, run, x, job) -> dict:
+    """How the artifact's logits agree with the Keras model's on `x` (ExportError if not)."""
+    ref, got = [], []
+    for part, n in _batches(x, job["batch"]):
+        ref.append(np.asarray(model.predict_on_batch(part))[:n])
+        got.append(run(part, logits=True)[:n])
+    ref, got = np.concatenate(ref), np.concatenate(got)
+    diff = float(np.abs(ref - got).max())
+    agreement = float((ref.argmax(1) == got.argmax(1)).mean())
+    out = {"checked_on": len(x), "max_abs_diff": diff, "top1_agreement": agreement,
+           "checked_with": "calibration images" if job.get("calibration") else "random inputs"}
+    if job["precision"] == "float32" and diff > 1e-4 * max(1.0, float(np.abs(ref).max())):
+        raise ExportError(f"the {job['engine']} engine differs from Keras by {diff:.3g} (allowed "
+                          "1e-4); nothing was cached. Please report this as a bug.")
+    if job["precision"] == "int8" and agreement < job["min_agreement"]:
+        raise ExportError(
+            f"the int8 model agrees with float32 on {agreement:.1%} of {len(x)} held-out "
+            f"images, below the minimum {job['min_agreement']:.1%}; nothing was written. Give "
+            "more (or more typical) calibration images, lower --min-agreement, or use bfloat16.")
+    return out
+
+
+def _quantize(ov_model, job, model):
+    """NNCF post-training int8 quantization on 3/4 of the images; the rest are held out."""
+    try:
+        import nncf
+    except ImportError:
+        raise MissingDependencyError("int8 needs NNCF: pip install 'senet[openvino]'") from None
+    images = _load_images(job["calibration"], job)
+    if len(images) < 8:
+        raise ArgumentError(f"int8 needs at least 8 readable calibration images (got "
+                            f"{len(images)}); a few hundred is typical.")
+    held = max(4, len(images) // 4)
+    calib, held_out = images[:-held], images[-held:]
+    name = ov_model.inputs[0].get_any_name()
+    shape = ov_model.inputs[0].get_partial_shape()
+    fixed = shape[0].is_static
+    items = list(_batches(calib, shape[0].get_length() if fixed else 1))
+    dataset = nncf.Dataset(items, lambda item: {name: item[0]})
+    quantized = nncf.quantize(ov_model, dataset, subset_size=len(items),
+                              preset=nncf.QuantizationPreset.MIXED)
+    return quantized, held_out
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def _openvino_runner(directory, precision, batch):
+    import openvino as ov
+
+    from senet.weights.hub import cached_path
+
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(cached_path("engines/openvino-blobs/x").parent)})
+    hint = "bf16" if precision == "bfloat16" else "f32"  # int8 layers run int8, others f32
+    compiled = core.compile_model(os.path.join(directory, "model.xml"), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def run(x, logits=False):
+        out = np.array(request.infer({0: x})[compiled.outputs[0]], dtype=np.float32, copy=True)
+        return out if logits else softmax(out)
+
+    return run
+
+
+def _onnxruntime_runner(directory, precision, batch):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(os.path.join(directory, "model.onnx"), options,
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x, logits=False):
+        out = np.asarray(session.run(None, {name: x})[0], np.float32)
+        return out if logits else softmax(out)
+
+    return run
+
+
+def softmax(logits):
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
