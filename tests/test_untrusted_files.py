@@ -213,6 +213,34 @@ def test_the_state_file_regex_is_linear(tmp_path):
     assert time.monotonic() - start < 2
 
 
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+@pytest.mark.parametrize("opcode", [b"X", b"B", b"\x8d", b"\x8e", b"\x96"])
+def test_pickle_lengths_are_checked_before_allocating(tmp_path, fmt, opcode):
+    """A string or bytes opcode that declares 256 MB in a tiny file: pickle allocated the
+    declared length before finding the data short."""
+    import tracemalloc
+    import zipfile
+
+    wide = opcode in (b"\x8d", b"\x8e", b"\x96")  # 8-byte lengths
+    bomb = b"\x80\x04" + opcode + (1 << 28).to_bytes(8 if wide else 4, "little") + b"abc."
+    if fmt == "zip":
+        path = tmp_path / "bomb.pth"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("archive/data.pkl", bomb)
+    else:
+        path = tmp_path / "bomb.pth"
+        path.write_bytes(wf.pickle_bytes(wf.LEGACY_MAGIC) + wf.pickle_bytes(1001)
+                         + wf.pickle_bytes({}) + bomb)
+    tracemalloc.start()
+    try:
+        result = wf.check_reader("torch_" + fmt, os.fspath(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "truncated or damaged" in str(result)
+    assert peak < 16 << 20, f"{peak:,} bytes"
+
+
 def test_any_stride_on_a_dimension_of_one(tmp_path):
     """It is never used, so it may be anything (numpy's as_strided overflowed on 2**70)."""
     data = _torch("zip", T("w", (1, 4), (2**70, 1)))

@@ -32,6 +32,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import tarfile
 import zipfile
 import zlib
@@ -375,17 +376,49 @@ class _Budget:
         self.left -= nbytes
 
 
-def _unpickle(data_or_file, what):
-    """Run the safe unpickler; return (object, storage types seen)."""
-    file = io.BytesIO(data_or_file) if isinstance(data_or_file, bytes) else data_or_file
-    unpickler = _SafeUnpickler(file)
+class _Bounded:
+    """A file for the unpickler that never reads past `end`: read(n) of a length that a
+    crafted opcode declares returns what is there, instead of allocating n bytes first."""
+
+    def __init__(self, f, end):
+        self.f, self.end = f, end
+
+    def read(self, n=-1):
+        left = max(self.end - self.f.tell(), 0)
+        return self.f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, limit=-1):
+        return self.f.readline(limit)
+
+
+def _load(file, end):
+    """Run the safe unpickler on `file` from its position up to `end`; return (object,
+    storage types seen).
+
+    pickletools walks the opcodes first, in Python: the C unpickler allocates whatever
+    length a bytes opcode declares (gigabytes in a 10-byte file) before it finds the data
+    short, while the walk checks each length against the bytes that are there.
+    """
+    bounded, start = _Bounded(file, end), file.tell()
+    for _ in pickletools.genops(bounded):
+        pass
+    file.seek(start)
+    unpickler = _SafeUnpickler(bounded)
+    return unpickler.load(), unpickler.storages
+
+
+def _unpickle(data_or_file, what, end=None):
+    """`_load` of bytes, or of a file up to `end`, with any failure said in one line."""
+    if isinstance(data_or_file, bytes):
+        data_or_file, end = io.BytesIO(data_or_file), len(data_or_file)
     try:
-        return unpickler.load(), unpickler.storages
+        return _load(data_or_file, end)
     except _Bad:
         raise
     except Exception as e:  # truncated or garbled pickle data: EOFError, UnpicklingError, ...
-        raise _Bad(f"its {what} is truncated or damaged ({type(e).__name__}: {e}); "
-                   "download the file again") from None
+        detail = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise _Bad(f"its {what} is truncated or damaged ({detail}); download the file again") \
+            from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,16 +551,16 @@ def _read_zip(zf, budget):
 
 
 def _read_legacy(f, file_size, budget):
-    _unpickle(f, "header")  # the magic number, checked by the caller
-    protocol, _ = _unpickle(f, "header")
+    _unpickle(f, "header", file_size)  # the magic number, checked by the caller
+    protocol, _ = _unpickle(f, "header", file_size)
     if protocol != LEGACY_PROTOCOL:
         raise _Bad(f"it uses legacy protocol version {protocol!r}, but only {LEGACY_PROTOCOL} "
                    "exists; the file is damaged or not a torch.save file")
-    sys_info, _ = _unpickle(f, "header")
+    sys_info, _ = _unpickle(f, "header", file_size)
     if not isinstance(sys_info, dict):
         raise _Bad("its header is damaged (the system-info record is not a dict)")
-    obj, storage_types = _unpickle(f, "object pickle")
-    keys, _ = _unpickle(f, "storage key list")
+    obj, storage_types = _unpickle(f, "object pickle", file_size)
+    keys, _ = _unpickle(f, "storage key list", file_size)
     if not isinstance(keys, list) or not all(isinstance(k, (str, bytes)) for k in keys):
         raise _Bad("its storage key list is damaged")
     tensors = _tensors_from(obj)
@@ -622,11 +655,11 @@ def _sniff(path, head):
 _LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
 
 
-def _is_legacy(f):
+def _is_legacy(f, file_size):
     """Whether the file starts with the legacy magic-number pickle (position is restored)."""
     start = f.tell()
     try:
-        magic = _SafeUnpickler(f).load()
+        magic, _ = _load(f, file_size)
     except _Bad:  # a plain pickle asking for a forbidden global: say so
         raise
     except Exception:
@@ -660,7 +693,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
                 with zf:
                     return _read_zip(zf, budget)
             if head.startswith(b"\x80"):
-                if _is_legacy(f):
+                if _is_legacy(f, file_size):
                     return _read_legacy(f, file_size, budget)
                 if _LEGACY_HEAD.startswith(head[:file_size]):
                     raise _Bad("it is truncated (it ends inside the legacy header); "
