@@ -29,7 +29,7 @@ SCALE = int(os.environ.get("SENET_FUZZ_EXAMPLES", "0"))
 
 INTERESTING = [struct.pack("<q", v) for v in (-1, 0, 2**31, 2**62, 2**63 - 1)] + [
     struct.pack("<i", v) for v in (-1, 2**31 - 1)] + [
-    b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff", b"\xff" * 9 + b"\x01"]  # the last: a 10-byte varint
+    b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff", b"\xff" * 9 + b"\x01"]  # a 10-byte varint
 TEXT = [b"{", b"}", b"<", b">", b"[", b"]", b":", b'"', b"'", b"\\", b"\\U", b"\\x", b"\\777",
         b"\n", b"layer", b"name", b"batch_norm_param", b"eps", b"0x", b"1e999", b"-inf",
         b"model_checkpoint_path", b"..", b"/"]

@@ -49,6 +49,7 @@ LEGACY_PROTOCOL = 1001
 # (a training checkpoint may hold `state_dict` and `state_dict_ema`; like timm, take the first).
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model", "state_dict_ema")
 MAX_DIMS = 32  # numpy 1.x's limit; a state dict's tensors have at most 5
+_INT64 = 2**63  # torch's sizes, strides and offsets are int64
 # What zipfile raises on a damaged or unusual archive (unsupported method, version or flag,
 # encryption, names that are not UTF-8, offsets past the end, bad deflate data).
 _ZIP_ERRORS = (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, OSError,
@@ -180,7 +181,7 @@ class _Tensor(_Sealed):
         if not isinstance(storage, _Storage):
             raise _Bad("its pickle rebuilds a tensor from something that is not a storage")
         shape, strides = _int_tuple(shape, "size"), _int_tuple(strides, "stride")
-        if not isinstance(offset, int) or offset < 0 or len(shape) != len(strides):
+        if not isinstance(offset, int) or not 0 <= offset < _INT64 or len(shape) != len(strides):
             raise _Bad("its pickle describes a tensor with an invalid offset, size or stride")
         self._init(storage=storage, offset=offset, shape=shape, strides=strides, dtype=dtype)
 
@@ -200,8 +201,8 @@ class _Device(_Sealed):
 
 def _int_tuple(value, what):
     if not isinstance(value, (tuple, list)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise _Bad(f"its pickle describes a tensor with an invalid {what} {value!r}")
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _INT64 for v in value):
+        raise _Bad(f"its pickle describes a tensor with an invalid {what} {_short(value)}")
     return tuple(value)
 
 
@@ -338,13 +339,13 @@ class _SafeUnpickler(pickle.Unpickler):
         if isinstance(key, bytes):
             key = key.decode("ascii", "replace")
         if not isinstance(stype, _StorageType) or not isinstance(key, str) \
-                or not isinstance(numel, int) or numel < 0:
+                or not isinstance(numel, int) or not 0 <= numel < _INT64:
             raise _Bad(f"its pickle has a malformed storage reference {_short(pid)}")
         self.storages.setdefault(key, stype)
         if view is None:
             return _Storage(key, stype, numel)
         if not (isinstance(view, tuple) and len(view) == 3
-                and all(isinstance(v, int) and v >= 0 for v in view[1:])):
+                and all(isinstance(v, int) and 0 <= v < _INT64 for v in view[1:])):
             raise _Bad(f"its pickle has a malformed storage view {_short(view)}")
         return _Storage(key, stype, numel, view_offset=view[1], view_numel=view[2])
 
@@ -371,7 +372,8 @@ class _Budget:
 
     def take(self, nbytes, what):
         if nbytes > self.left:
-            raise _Bad(f"{what} would take {nbytes:,} bytes, more than a file of "
+            size = f"{nbytes:,}" if nbytes < 10**18 else f"over 10^{len(str(nbytes)) - 1}"
+            raise _Bad(f"{what} would take {size} bytes, more than a file of "
                        f"{self.file_size:,} bytes can hold; the file is damaged or crafted")
         self.left -= nbytes
 
