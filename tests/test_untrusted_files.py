@@ -243,6 +243,32 @@ def test_pickle_lengths_are_checked_before_allocating(tmp_path, fmt, opcode):
     assert peak < 16 << 20, f"{peak:,} bytes"
 
 
+def test_no_decompressor_is_tried_on_an_unknown_file(tmp_path):
+    """An xz (LZMA-alone) header that asks for a 4 GB dictionary: tarfile.is_tarfile, once
+    used to recognise old torch files, tried it, which is a MemoryError under a memory limit
+    (found by the long fuzzing run). Read in a child process limited to 1 GB more."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"\x5d" + b"\xff" * 12 + bytes(500))
+    code = """if True:
+        import resource, sys
+        from senet.weights.torch_format import read_state_dict
+        with open("/proc/self/status") as f:
+            vm = next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30),) * 2)
+        try:
+            read_state_dict(sys.argv[1])
+        except Exception as e:
+            print(type(e).__name__, e)
+    """
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                       timeout=60)
+    assert r.stdout.startswith("TorchFormatError") and "not a PyTorch checkpoint" in r.stdout, \
+        r.stdout + r.stderr
+
+
 def test_any_stride_on_a_dimension_of_one(tmp_path):
     """It is never used, so it may be any int64 (numpy's as_strided overflowed on 2**62)."""
     data = _torch("zip", T("w", (1, 4), (2**62, 1)))

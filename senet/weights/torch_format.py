@@ -33,7 +33,6 @@ import math
 import os
 import pickle
 import pickletools
-import tarfile
 import zipfile
 import zlib
 
@@ -637,18 +636,19 @@ def _tensors_from(obj):
 # ---------------------------------------------------------------------------------------------
 
 
-def _sniff(path, head):
-    """Why a file that is neither format was rejected."""
+def _sniff(head):
+    """Why a file that is neither format was rejected, from its first 512 bytes.
+
+    The tar test is the header's magic, not tarfile.is_tarfile: that one also tries every
+    decompressor, and an xz header can ask for a 4 GB dictionary.
+    """
     if not head:
         return "it is empty; download it again"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "it is an HDF5 file, not a PyTorch checkpoint"
-    try:
-        if tarfile.is_tarfile(path):
-            return ("it is in the tar format of very old torch versions, which is not "
-                    "supported; load it with torch and save it again with torch.save")
-    except OSError:
-        pass
+    if head[257:262] == b"ustar":
+        return ("it is in the tar format of very old torch versions, which is not "
+                "supported; load it with torch and save it again with torch.save")
     return ("it is not a PyTorch checkpoint (neither torch.save's zip format nor its legacy "
             "format); expected a .pth/.pt file written by torch.save")
 
@@ -702,7 +702,8 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
                                "download it again")
                 raise _Bad("it is a Python pickle but not a torch.save file (no torch magic "
                            "number); expected a .pth/.pt file written by torch.save")
-            raise _Bad(_sniff(path, head))
+            f.seek(0)
+            raise _Bad(_sniff(f.read(512)))
     except OSError as e:
         raise TorchFormatError(f"Cannot read PyTorch checkpoint {path}: "
                                f"{e.strerror or _short(e)}.") from None
