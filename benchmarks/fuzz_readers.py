@@ -42,7 +42,7 @@ sys.path[:0] = [os.path.join(HERE, ".."), os.path.join(HERE, "..", "tests")]
 with atheris.instrument_imports(include=["senet", "zipfile", "pickletools", "weight_files"]):
     import weight_files as wf
     from senet.errors import SenetError
-    from senet.weights import native, sources
+    from senet.weights import caffe, native, sources, tf1_checkpoint, torch_format  # noqa: F401
 
 PLAIN = ["caffemodel", "prototxt", "torch_zip", "torch_legacy", "tf1_index", "tf1_state",
          "safetensors", "senet"]

@@ -479,3 +479,30 @@ def test_convert_refuses_in_a_real_process(case, tmp_path):
                             out / "x.weights.h5", timeout=120)
     one_line_error(result, "convert", src)
     assert list(out.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- crafted metadata
+
+PHOTO = os.path.join(os.path.dirname(native.__file__), "..", "data", "chelsea.jpg")
+
+
+@pytest.mark.parametrize("field, value", [("preprocessing", 5), ("classes", "3"),
+                                          ("preprocessing", {"size": "224"}), ("source", [])])
+def test_crafted_metadata_is_refused_in_one_line(tmp_path, field, value):
+    """A checksum proves a file undamaged, not who wrote it: a header with a number where a
+    dict belongs made `senet predict` fail with AttributeError."""
+    meta = {"model": "se_resnet18", "input": "caffe", "classes": 3, field: value}
+    path = tmp_path / "crafted.weights.h5"
+    native.save(path, {"conv": [np.ones(2, "f4")]}, meta)
+    with pytest.raises(native.WeightsFileError, match=f"metadata field '{field}"):
+        native.read_header(path)
+    result = senet_cli("predict", PHOTO, "--model", "se_resnet18", "--weights", path)
+    one_line_error(result, "predict", os.fspath(path), "metadata field")
+
+
+def test_predict_refuses_a_keras_file_that_hangs_hdf5(tmp_path, quick_probe):
+    path = _keras_file(tmp_path, "sibling")
+    start = time.monotonic()
+    result = senet_cli("predict", PHOTO, "--model", "se_resnet18", "--weights", path)
+    one_line_error(result, "predict", path, "did not finish reading this file in 2 s")
+    assert time.monotonic() - start < 10

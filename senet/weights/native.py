@@ -86,6 +86,26 @@ def _save(path, weights, meta):
             os.fsync(f.fileno())
 
 
+# The type of each metadata field that senet reads back; a crafted header (its checksum says
+# nothing about who wrote it) could otherwise hand a number where code expects a dict.
+_NONE = type(None)
+_META_TYPES = {"model": str, "tag": str, "input": str, "classes": int, "class_set": (str, _NONE),
+               "class_order": str, "class_names": list, "preprocessing": dict, "source": dict,
+               "layout": str, "top1": (int, float, _NONE), "license": (str, _NONE)}
+_PREPROCESSING_TYPES = {"size": int, "crop_pct": (int, float), "interpolation": str}
+
+
+def _check_meta(path, meta: dict) -> dict:
+    for prefix, fields, types in (("", meta, _META_TYPES), ("preprocessing.", meta.get(
+            "preprocessing") or {}, _PREPROCESSING_TYPES)):
+        for key, want in types.items():
+            value = fields.get(key)
+            if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                raise _damaged(path, f"its metadata field '{prefix}{key}' is "
+                                     f"{type(value).__name__} {one_line(repr(value))[:40]}")
+    return meta
+
+
 def _damaged(path, what) -> WeightsFileError:
     return WeightsFileError(f"{path}: the senet weights file is damaged ({what}); convert or "
                             "download it again.")
@@ -125,6 +145,7 @@ def read_header(path) -> dict | None:
     ub = doc["userblock"]
     if ub < 512 or ub & (ub - 1) or ub < 12 + length or ub >= size:
         raise _damaged(path, f"its header gives an impossible data offset {ub}")
+    _check_meta(path, doc["meta"])
     return doc
 
 
@@ -288,7 +309,7 @@ def _legacy_meta(path, raw):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != 1:
         raise WeightsFileError(f"{path}: unsupported senet weights metadata; convert the source "
                                "file again.")
-    return meta
+    return _check_meta(path, meta)
 
 
 def read_legacy(path) -> tuple[dict, dict]:
