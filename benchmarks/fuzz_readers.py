@@ -177,9 +177,9 @@ class Run:
             entry["file"] = os.path.join(self.out, "findings", name + ".bin")
             with open(entry["file"], "wb") as f:
                 f.write(data)
-            with open(entry["file"][:-4] + ".txt", "w") as f:
+            with open(entry["file"][:-4] + ".txt", "w", errors="backslashreplace") as f:
                 f.write(f"{kind}\n{''.join(traceback.format_exception(err))}")
-            print(f"\nFINDING {key}\n", file=sys.stderr, flush=True)
+            print(f"\nFINDING {ascii(key)}\n", file=sys.stderr, flush=True)
 
     def flush(self):
         self.last_flush = time.monotonic()
@@ -232,7 +232,8 @@ def main():
     limit = vm + (args.memory_mb << 20)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     atheris.Setup([sys.argv[0], *libfuzzer, corpus, f"-max_total_time={int(args.minutes * 60)}",
-                   "-max_len=20000", "-timeout=300", "-rss_limit_mb=0", "-print_final_stats=1"],
+                   "-max_len=20000", "-timeout=300", "-rss_limit_mb=0", "-print_final_stats=1",
+                   f"-artifact_prefix={os.path.join(args.out, '')}"],
                   run.one)
     import atexit
 

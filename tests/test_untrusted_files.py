@@ -156,6 +156,9 @@ CASES = {
     "torch zip: a 5,000-digit integer key (ValueError from str())": (
         "torch_zip", lambda tmp: wf.torch_zip({10**5000: wf.contiguous("w", (4,))},
                                               {"w": np.ones(4, "f4")}), "not a string"),
+    "torch legacy: a global with a 2,000-character name (a page-long message)": (
+        "torch_legacy", lambda tmp: wf.pickle_bytes(wf.LEGACY_MAGIC) + wf.pickle_bytes(1001)
+        + wf.pickle_bytes({}) + b"\x80\x02c" + b"m" * 2000 + b"\nname\n.", "Python global"),
     "torch legacy: a stride-0 tensor of 2.5e9 elements (9.3 GiB allocated)": (
         "torch_legacy", lambda tmp: _torch("legacy", T("w", (2_500_000_000,), (0,))),
         "would take"),
@@ -180,6 +183,9 @@ CASES = {
         "tf1_index", _tf1_key_bomb, "keys are longer"),
     "tf1: 5,000 tensors on the same bytes (20 GB)": (
         "tf1_index", _tf1_overlapping_tensors, "overlap"),
+    "tf1: state file naming a 1,400-character path (a page-long message)": (
+        "tf1_state", lambda tmp: b'model_checkpoint_path: "' + b"a {" * 470 + b'"\n',
+        "whose files are not there"),
     "tf1: state file with an empty path (RecursionError)": (
         "tf1_state", lambda tmp: b'model_checkpoint_path: ""\n', "does not name a checkpoint"),
     "tf1: state file that names its own directory (RecursionError)": (

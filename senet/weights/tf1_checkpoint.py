@@ -469,6 +469,11 @@ def _prefix_in_directory(directory):
                     f"{state}: its model_checkpoint_path {_short(name)} does not name a "
                     "checkpoint prefix; the state file is damaged. Pass the checkpoint prefix "
                     "(e.g. .../model.ckpt) instead of the directory.")
+            if not glob.glob(glob.escape(prefix) + "*"):  # say so with the name cut short
+                raise TF1CheckpointError(
+                    f"{state}: it names the checkpoint {_short(name)}, whose files are not "
+                    f"there. Copy the checkpoint's .index and .data files into {directory}, "
+                    "or pass their prefix (e.g. .../model.ckpt).")
             return _resolve_prefix(prefix)
     indexes = sorted(glob.glob(os.path.join(glob.escape(directory), "*.index")))
     if len(indexes) == 1:

@@ -72,14 +72,14 @@ class _Sealed:
     __slots__ = ()
 
     def __setattr__(self, name, value):
-        raise _Bad(f"its pickle tries to set attribute {name!r} on {self!r}, which a state dict "
-                   "never does; the file is damaged or not a plain state dict")
+        raise _Bad(f"its pickle tries to set attribute {_short(name)} on {_short(self)}, which "
+                   "a state dict never does; the file is damaged or not a plain state dict")
 
     def __delattr__(self, name):
         self.__setattr__(name, None)
 
     def __setstate__(self, state):
-        raise _Bad(f"its pickle tries to set the state of {self!r}, which a state dict never "
+        raise _Bad(f"its pickle tries to set the state of {_short(self)}, which a state dict never "
                    "does; the file is damaged or not a plain state dict")
 
     def _init(self, **values):
@@ -238,7 +238,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
                        dtype, metadata=None):
     if not isinstance(dtype, _DType):
-        raise _Bad(f"its pickle rebuilds a tensor with an invalid dtype {dtype!r}")
+        raise _Bad(f"its pickle rebuilds a tensor with an invalid dtype {_short(dtype)}")
     return _Tensor(storage, storage_offset, size, stride, dtype)
 
 
@@ -311,7 +311,7 @@ class _SafeUnpickler(pickle.Unpickler):
             return _STORAGES[name]
         if module == "torch" and name in _DTYPES:
             return _DTYPES[name]
-        target = f"{module}.{name}"
+        target = _clip(f"{module}.{name}")  # from the file: any length
         if module == "torch._utils" and name.startswith("_rebuild_"):
             raise _Bad(f"it holds a kind of tensor this reader does not support ({target}: "
                        "quantized, sparse, nested or device-specific). Nothing from the file was "
@@ -349,13 +349,17 @@ class _SafeUnpickler(pickle.Unpickler):
         return _Storage(key, stype, numel, view_offset=view[1], view_numel=view[2])
 
 
+def _clip(text):
+    """Text from the file, for a one-line message: line breaks folded, at most 120 characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _short(value):
     try:
-        text = repr(value)
+        return _clip(repr(value))
     except Exception:  # a crafted object too deep or too large to print
-        text = f"<{type(value).__name__}>"
-    text = " ".join(text.split())
-    return text if len(text) <= 120 else text[:117] + "..."
+        return f"<{type(value).__name__}>"
 
 
 class _Budget:
@@ -555,8 +559,8 @@ def _read_legacy(f, file_size, budget):
     _unpickle(f, "header", file_size)  # the magic number, checked by the caller
     protocol, _ = _unpickle(f, "header", file_size)
     if protocol != LEGACY_PROTOCOL:
-        raise _Bad(f"it uses legacy protocol version {protocol!r}, but only {LEGACY_PROTOCOL} "
-                   "exists; the file is damaged or not a torch.save file")
+        raise _Bad(f"it uses legacy protocol version {_short(protocol)}, but only "
+                   f"{LEGACY_PROTOCOL} exists; the file is damaged or not a torch.save file")
     sys_info, _ = _unpickle(f, "header", file_size)
     if not isinstance(sys_info, dict):
         raise _Bad("its header is damaged (the system-info record is not a dict)")
