@@ -1,14 +1,21 @@
-"""Inference speed of a SENet model on a Keras backend, beside timm's PyTorch implementation.
+"""Inference speed of what users run, beside the peers, measured in one run.
 
-`run` measures both and is what `senet benchmark` and `benchmarks/benchmark.py` print.
-The Keras backend is fixed when Keras is first imported, so `run` sets KERAS_BACKEND if Keras
-is not imported yet, and otherwise measures another backend in a child process. timm always
-runs in a child process: torchvision (imported by timm) crashes when imported after TensorFlow,
-and a separate process also keeps the two runtimes' thread pools apart.
+`run` times, for each batch size:
+- `senet`: the default path of `senet predict` (`--engine auto` at the requested precision),
+  then every other engine / precision / Keras backend asked for;
+- the peers: timm's model of the same architecture in eager PyTorch (the faster memory
+  format), and ONNX Runtime and OpenVINO on timm's own ONNX export (`torch.onnx.export`),
+  compiled with the same OpenVINO settings as senet's engine.
+Ratios are against OpenVINO on timm's export at the same precision and batch: the machine is
+shared and noisy, so only numbers from the same run are compared.
 
-FLOPs convention: `flops(model)` = 2 x the multiply-adds of the Conv2D (with groups) and
-Dense layers, per image; BatchNorm, activations, pooling and the SE products are left out.
-Papers often quote multiply-adds as "FLOPs": SE-ResNet-50's "3.87 GFLOPs" is `macs()`.
+timm and its export run in a child process (torchvision crashes when imported after
+TensorFlow, and separate processes keep the runtimes' thread pools apart); so does Keras on a
+backend other than the one this process imported.
+
+FLOPs convention: `flops(model)` = 2 x the multiply-adds of the Conv2D (with groups) and Dense
+layers, per image; BatchNorm, activations, pooling and the SE products are left out. Papers
+often quote multiply-adds as "FLOPs": SE-ResNet-50's "3.87 GFLOPs" is `macs()`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -28,10 +36,12 @@ from senet.errors import ArgumentError
 from senet.variants import VARIANTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+PRECISIONS = ("float32", "bfloat16", "int8")
+KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 FLOPS_CONVENTION = "GFLOPs = 2 x multiply-adds of Conv2D and Dense layers / 1e9, per image"
 # timm's implementations of the same architectures (no SE-BN-Inception there).
 TIMM_PEERS = {v.name: v.timm for v in VARIANTS.values() if v.timm}
+PEERS = ("timm", "onnxruntime", "openvino")
 
 
 class ChildError(RuntimeError):
@@ -86,8 +96,15 @@ def _per_image(layer):
     shape = layer.output.shape[1:]
     if any(d is None for d in shape):
         raise ArgumentError(f"Cannot count FLOPs: layer {layer.name!r} has output shape {shape}; "
-                         "build the model with a fixed input_shape.")
+                            "build the model with a fixed input_shape.")
     return math.prod(shape)
+
+
+def model_flops(name, size) -> int:
+    """FLOPs per image of architecture `name` at `size` px (counted on a built model)."""
+    from senet.models import create_model
+
+    return flops(create_model(name, input_shape=image_shape(size)))
 
 
 # --------------------------------------------------------------------------- timing
@@ -107,43 +124,66 @@ def _time(step, batch_size, warmup, iters):
             "latency_ms_p95": 1000 * float(np.percentile(times, 95))}
 
 
-def keras_run(name, batch_size=8, size=224, warmup=3, iters=10, precision="float32",
-              include_top=True):
-    """Time `predict_on_batch` on random inputs on the current Keras backend.
+def _noise(batch, size, layout="nhwc", seed=0):
+    shape = (batch, size, size, 3) if layout == "nhwc" else (batch, 3, size, size)
+    return np.random.default_rng(seed).uniform(-100, 100, shape).astype(np.float32)
 
-    `predict_on_batch` is the compiled inference path of each backend (tf.function, jax.jit,
-    torch no-grad), so this measures what `model.predict` users get. `precision` other than
-    float32 builds the model under Keras' mixed policy (float32 weights, compute in 16 bits).
+
+@contextlib.contextmanager
+def _noise_images(n, size):
+    """A folder of `n` random images: int8 calibration for a speed measurement only."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(prefix="senet-bench-") as d:
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                os.path.join(d, f"{i:03d}.png"))
+        yield d
+
+
+def senet_run(name, engine="auto", precision="float32", batch_size=16, size=224, warmup=3,
+              iters=10):
+    """Time `senet.inference` (what `senet predict --engine ENGINE` runs) on random weights.
+
+    int8 is calibrated on random images: its speed is real, its accuracy meaningless here.
     """
-    import keras
+    from senet import engines
 
-    from senet.models import create_model
+    engine = engines.choose_engine(engine, precision)
+    with contextlib.ExitStack() as stack:
+        calibration = stack.enter_context(_noise_images(32, size)) if precision == "int8" else None
+        predictor = engines.inference(name, weights=None, engine=engine, precision=precision,
+                                      batch_size=batch_size, size=size, calibration=calibration,
+                                      min_agreement=0.0, progress=False)
+    x = _noise(batch_size, size)
+    out = {"engine": engine, "precision": precision}
+    if engine == "keras":
+        import keras
 
-    old = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(PRECISIONS[precision])
-    try:
-        model = create_model(name, include_top=include_top, input_shape=image_shape(size))
-    finally:
-        keras.config.set_dtype_policy(old)
-    x = np.random.default_rng(0).normal(size=(batch_size, *model.input_shape[1:])).astype("float32")
-    return {"backend": keras.backend.backend(), "dtype_policy": model.dtype_policy.name,
-            "flops_per_image": flops(model),
-            "macs_per_image": macs(model),
-            **_time(lambda: model.predict_on_batch(x), batch_size, warmup, iters)}
+        out["backend"] = keras.backend.backend()
+    return {**out, **_time(lambda: predictor(x), batch_size, warmup, iters)}
 
 
-def timm_run(name, batch_size=8, size=224, warmup=3, iters=10, precision="float32"):
+def timm_run(name, batch_size=16, size=224, warmup=3, iters=10, precision="float32",
+             onnx_path=None):
     """Time timm's model of `name`: eager PyTorch under `torch.inference_mode()`.
 
     Both memory formats are timed and the faster is reported (channels_last usually wins with
-    oneDNN on CPU, not always); 16-bit precisions run under CPU autocast. Do not call this in
-    a process that imported TensorFlow before timm (see the module docstring): `run` uses a
-    child process.
+    oneDNN on CPU, not always); bfloat16 runs under CPU autocast. With `onnx_path`, timm's own
+    ONNX export (logits, fixed batch) is written there too. Run it in a child process (see the
+    module docstring).
     """
     import timm
     import torch
 
     model = timm.create_model(TIMM_PEERS[name], pretrained=False).eval()
+    if onnx_path and not os.path.exists(onnx_path):
+        from senet._io import atomic_path
+
+        with atomic_path(onnx_path, suffix=".onnx") as tmp, torch.inference_mode():
+            torch.onnx.export(model, torch.randn(batch_size, 3, size, size), tmp,
+                              input_names=["input"], opset_version=17, dynamo=False)
     x = torch.randn(batch_size, 3, size, size)
     by_format = {}
     for fmt in ("contiguous_format", "channels_last"):
@@ -160,64 +200,135 @@ def timm_run(name, batch_size=8, size=224, warmup=3, iters=10, precision="float3
             "images_per_s_by_memory_format": {f: r["images_per_s"] for f, r in by_format.items()}}
 
 
-# --------------------------------------------------------------------------- both, on any backend
+def onnx_peer_run(onnx_path, engine, precision="float32", batch_size=16, size=224, warmup=3,
+                  iters=10):
+    """Time timm's ONNX export on ONNX Runtime or OpenVINO (OpenVINO compiled as senet's is)."""
+    x = _noise(batch_size, size, layout="nchw")
+    if engine == "onnxruntime":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return _time(lambda: session.run(None, {name: x}), batch_size, warmup, iters)
+    import openvino as ov
+
+    from senet.engines import openvino_config
+
+    compiled = ov.Core().compile_model(onnx_path, "CPU", openvino_config(precision))
+    request = compiled.create_infer_request()
+    return _time(lambda: request.infer({0: x}), batch_size, warmup, iters)
 
 
-def run(name, batch_size=8, size=224, warmup=3, iters=10, precision="float32", backend=None,
-        peer=True):
-    """Benchmark `name` on Keras (`backend`, default the current one) and, if installed, timm.
+# --------------------------------------------------------------------------- everything
 
-    Returns {"model", ..., "flops_per_image", "keras": {...}, "peer": {...} or None}; each
-    entry has images/s, median and p95 latency in ms, and achieved GFLOP/s. Both peers run
-    the same architecture, hence the same FLOP count.
-    """
+
+def run(name, *, batch_sizes=(16,), size=224, precision="float32", engines=("auto",),
+        precisions=None, backends=(), peers=PEERS, warmup=3, iters=10):
+    """Benchmark `name`: senet's default path first, then `engines` x `precisions`, Keras on
+    `backends`, and the `peers`, at each batch size. Returns a JSON-ready dict whose "senet"
+    entry is the default path at the first batch size."""
+    from senet import engines as engine_module
     from senet.variants import get_variant
 
     name = get_variant(name).name
-    if precision not in PRECISIONS:
-        raise ArgumentError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
-    if backend is not None and backend not in BACKENDS:
-        raise ArgumentError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-    for label, value, least in (("batch_size", batch_size, 1), ("iters", iters, 1),
-                                ("warmup", warmup, 0), ("size", size, 32)):
+    for label, value, least in (("iters", iters, 1), ("warmup", warmup, 0), ("size", size, 32)):
         if value < least:
             raise ArgumentError(f"{label} must be at least {least} (got {value}).")
-    settings = {"batch_size": batch_size, "size": size, "warmup": warmup, "iters": iters,
-                "precision": precision}
-    args = {"name": name, **settings}
-    if backend is None or _runs_here(backend):
-        result = keras_run(**args)
-    else:
-        result = _in_child("keras_run", args, backend)
-    n_flops, n_macs = result.pop("flops_per_image"), result.pop("macs_per_image")
-    report = {"model": name, **settings, "flops_per_image": n_flops, "macs_per_image": n_macs,
-              "gflops_per_image": n_flops / 1e9, "flops_convention": FLOPS_CONVENTION,
-              "keras": result, "peer": None}
-    if peer and name in TIMM_PEERS and _timm_installed():
-        try:
-            report["peer"] = _in_child("timm_run", args, "torch")
-        except ChildError as err:  # the Keras numbers still stand
-            report["peer"] = {"model": TIMM_PEERS[name], "error": str(err)}
-    for entry in (report["keras"], report["peer"]):
-        if entry and "images_per_s" in entry:
-            entry["gflops_per_s"] = n_flops * entry["images_per_s"] / 1e9
-    return report
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ArgumentError(f"batch sizes must be at least 1 (got {list(batch_sizes)}).")
+    precisions = tuple(precisions or (precision,))
+    for p in (precision, *precisions):
+        if p not in PRECISIONS:
+            raise ArgumentError(f"Unknown precision {p!r}; choose {', '.join(PRECISIONS)}.")
+    for b in backends:
+        if b not in BACKENDS:
+            raise ArgumentError(f"Unknown backend {b!r}; choose {', '.join(BACKENDS)}.")
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ArgumentError(f"Unknown peer {unknown[0]!r}; choose {', '.join(PEERS)}.")
+    default_engine = engine_module.choose_engine("auto", precision)
+    jobs = [("senet", default_engine, precision, None)]  # the default path comes first
+    for e in engines:
+        for p in precisions:
+            job = ("senet", engine_module.choose_engine(e, p), p, None)
+            if job not in jobs:
+                jobs.append(job)
+    current = _current_backend()
+    for b in backends:
+        for p in precisions:
+            if p != "int8" and ("senet", "keras", p, None if b == current else b) not in jobs:
+                jobs.append(("senet", "keras", p, None if b == current else b))
+    timm_ok = name in TIMM_PEERS and _installed("timm")
+    results = []
+    for batch in batch_sizes:
+        kw = {"batch_size": batch, "size": size, "warmup": warmup, "iters": iters}
+        for _, engine, p, backend in jobs:
+            label = f"senet {engine}" + (f" ({backend or current})" if engine == "keras" else "")
+            row = {"label": f"{label} {p}", "kind": "senet", "engine": engine, "precision": p,
+                   "batch_size": batch}
+            try:
+                args = {"name": name, "engine": engine, "precision": p, **kw}
+                row.update(_in_child("senet_run", args, backend) if backend else senet_run(**args))
+            except (ChildError, ArgumentError, ImportError) as err:
+                row["error"] = " ".join(str(err).split())
+            results.append(row)
+        if not timm_ok:
+            continue
+        onnx_path = _timm_onnx_path(name, size, batch)
+        for p in precisions:
+            if p == "int8":
+                continue
+            if "timm" in peers or not os.path.exists(onnx_path):
+                row = {"label": f"timm eager {p}", "kind": "peer", "engine": "timm",
+                       "precision": p, "batch_size": batch}
+                try:
+                    row.update(_in_child("timm_run", {"name": name, "precision": p,
+                                                      "onnx_path": onnx_path, **kw}, "torch"))
+                except ChildError as err:
+                    row["error"] = str(err)
+                if "timm" in peers:
+                    results.append(row)
+            for engine in ("onnxruntime", "openvino"):
+                if engine not in peers or not engine_module.available(engine) or \
+                        (engine == "onnxruntime" and p != "float32") or not os.path.exists(onnx_path):
+                    continue
+                row = {"label": f"{engine} on timm's ONNX {p}", "kind": "peer", "engine": engine,
+                       "precision": p, "batch_size": batch}
+                row.update(onnx_peer_run(onnx_path, engine, p, batch, size, warmup, iters))
+                results.append(row)
+    n_flops = model_flops(name, size)
+    for row in results:
+        if "images_per_s" in row:
+            row["gflops_per_s"] = n_flops * row["images_per_s"] / 1e9
+            ref = next((r for r in results if r["engine"] == "openvino" and r["kind"] == "peer"
+                        and r["precision"] == row["precision"] and r["batch_size"] ==
+                        row["batch_size"] and "images_per_s" in r), None)
+            if ref:
+                row["vs_openvino_on_timm"] = row["images_per_s"] / ref["images_per_s"]
+    return {"model": name, "size": size, "batch_sizes": list(batch_sizes), "warmup": warmup,
+            "iters": iters, "precision": precision, "flops_per_image": n_flops,
+            "gflops_per_image": n_flops / 1e9, "flops_convention": FLOPS_CONVENTION,
+            "timm_model": TIMM_PEERS.get(name), "senet": results[0], "results": results}
 
 
-def _runs_here(backend):
-    """Whether Keras in this process runs on `backend` (set now if Keras is not imported yet)."""
+def _timm_onnx_path(name, size, batch):
+    from senet.weights.hub import cached_path
+
+    return str(cached_path(f"bench/{TIMM_PEERS[name]}-{size}px-b{batch}.onnx"))
+
+
+def _current_backend():
     if "keras" in sys.modules:
         import keras
 
-        return keras.backend.backend() == backend
-    os.environ["KERAS_BACKEND"] = backend
-    return True
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
-def _timm_installed():
+def _installed(module):
     import importlib.util
 
-    return importlib.util.find_spec("timm") is not None
+    return importlib.util.find_spec(module) is not None
 
 
 def _in_child(function, kwargs, backend):
@@ -234,3 +345,36 @@ def _in_child(function, kwargs, backend):
         raise ChildError(f"{function} on {backend} failed (exit {proc.returncode}): "
                          f"{lines[-1] if lines else 'no message'}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plot(report, path):
+    """images/s against batch size for each measured path, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from senet.errors import MissingDependencyError
+
+        raise MissingDependencyError("--plot needs matplotlib: pip install matplotlib") from None
+    from senet._io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = dict.fromkeys(r["label"] for r in report["results"])
+    for label in labels:
+        rows = [r for r in report["results"] if r["label"] == label and "images_per_s" in r]
+        if rows:
+            style = "-o" if rows[0]["kind"] == "senet" else "--s"
+            ax.plot([r["batch_size"] for r in rows], [r["images_per_s"] for r in rows], style,
+                    label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images/s")
+    ax.set_title(f"{report['model']}, {report['size']} px")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -504,6 +504,16 @@ def _quantize(ov_model, job, model):
 # --------------------------------------------------------------------------- runners
 
 
+def openvino_config(precision) -> dict:
+    """How senet compiles for OpenVINO's CPU plugin (the benchmark's peer gets the same).
+
+    The precision is always explicit: on CPUs with AMX, OpenVINO's default is bfloat16.
+    int8 models run their quantized layers in int8 and the rest in float32.
+    """
+    return {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY"}
+
+
 def _openvino_runner(directory, precision, batch):
     import openvino as ov
 
@@ -511,9 +521,8 @@ def _openvino_runner(directory, precision, batch):
 
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(cached_path("engines/openvino-blobs/x").parent)})
-    hint = "bf16" if precision == "bfloat16" else "f32"  # int8 layers run int8, others f32
     compiled = core.compile_model(os.path.join(directory, "model.xml"), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+                                  openvino_config(precision))
     request = compiled.create_infer_request()
 
     def run(x, logits=False):

@@ -2,9 +2,6 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -14,13 +11,7 @@ import senet  # noqa: E402
 from cli_runner import run  # noqa: E402
 from senet import bench  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TIMM = importlib.util.find_spec("timm") is not None
-
-
-def senet_cli(*args):
-    return subprocess.run([sys.executable, "-m", "senet", *args], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
 
 
 def assert_timed(entry):
@@ -29,31 +20,38 @@ def assert_timed(entry):
     assert entry["gflops_per_s"] > 0
 
 
-def test_benchmark_json():
-    proc = senet_cli("benchmark", "--model", "se_resnet18", "--batch-size", "1", "--iters", "2",
-                     "--warmup", "1", "--size", "64", "--json")
+def test_benchmark_json_default_path_peers_and_plot(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENET_HOME", str(tmp_path / "home"))
+    proc = run("benchmark", "--model", "se_resnet18", "--batch-size", "1,2", "--iters", "2",
+               "--warmup", "1", "--size", "64", "--engine", "keras", "--json",
+               "--plot", tmp_path / "speed.png")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
-    assert (r["model"], r["batch_size"], r["size"], r["precision"]) == ("se_resnet18", 1, 64, "float32")
-    assert r["gflops_per_image"] > 0 and r["flops_per_image"] == 2 * r["macs_per_image"]
-    assert r["keras"]["backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
-    assert_timed(r["keras"])
-    if HAS_TIMM:
-        assert r["peer"]["model"] == "legacy_seresnet18"
-        assert r["peer"]["memory_format"] in ("contiguous_format", "channels_last")
-        assert_timed(r["peer"])
-    else:
-        assert r["peer"] is None
+    assert (r["model"], r["batch_sizes"], r["size"]) == ("se_resnet18", [1, 2], 64)
+    assert r["flops_per_image"] > 0 and r["senet"]["engine"] == "openvino"  # what predict runs
+    assert_timed(r["senet"])
+    labels = {(x["label"], x["batch_size"]) for x in r["results"]}
+    for batch in (1, 2):
+        assert ("senet keras (tensorflow) float32", batch) in labels or \
+            keras.backend.backend() != "tensorflow"
+        if HAS_TIMM:
+            assert {("timm eager float32", batch), ("openvino on timm's ONNX float32", batch),
+                    ("onnxruntime on timm's ONNX float32", batch)} <= labels
+    for x in r["results"]:
+        assert_timed(x)
+        if HAS_TIMM:
+            assert x["vs_openvino_on_timm"] > 0
+    assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_other_backend_is_measured_in_a_child_process():
     """Keras is imported here already, so another backend needs a fresh interpreter."""
     other = "jax" if keras.backend.backend() != "jax" else "torch"
     pytest.importorskip(other)
-    r = bench.run("se_resnet18", batch_size=1, size=64, warmup=0, iters=1, backend=other,
-                  peer=False)
-    assert r["keras"]["backend"] == other and r["peer"] is None
-    assert_timed(r["keras"])
+    r = bench.run("se_resnet18", batch_sizes=[1], size=64, warmup=0, iters=1, engines=["keras"],
+                  backends=[other], peers=[])
+    rows = {x["label"]: x for x in r["results"]}
+    assert_timed(rows[f"senet keras ({other}) float32"])
 
 
 def test_benchmark_user_errors_are_one_line():
@@ -65,6 +63,8 @@ def test_benchmark_user_errors_are_one_line():
     proc = run("benchmark", "--model", "se_resnet18", "--iters", "0")
     assert proc.returncode == 1
     assert proc.stderr.strip() == "senet benchmark: error: iters must be at least 1 (got 0)."
+    proc = run("benchmark", "--model", "se_resnet18", "--peers", "tim")
+    assert proc.returncode == 1 and "Unknown peer 'tim'" in proc.stderr
 
 
 def test_flops_of_a_tiny_model_by_hand():
