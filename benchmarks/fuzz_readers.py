@@ -13,7 +13,7 @@ weight_files.seeds and every crash class of tests/test_untrusted_files.py.
 
 The invariant: a reader returns, or raises one SenetError that names the file in one line;
 within --seconds of CPU time; without a MemoryError under a --memory-mb address-space
-limit. A violation is a finding: its input is saved in OUT/findings/ (one per kind, type and
+limit, and without raising the process's peak memory by 256 MB at once. A violation is a finding: its input is saved in OUT/findings/ (one per kind, type and
 place) and the run goes on. An HDF5 library hang or crash in the forked child is not a
 finding where the probe stands between it and the user (it is what the probe is for); it is
 counted, and its input kept in OUT/hdf5/. Counts go to OUT/stats.json every 30 s and at the
@@ -60,6 +60,7 @@ def _too_slow(signum, frame):
 class Run:
     def __init__(self, out, seconds):
         self.out, self.seconds = out, seconds
+        self.peak, self.memory_step = 1 << 40, 256 << 20  # the peak is set by the first input
         self.work = tempfile.mkdtemp(prefix="senet-fuzz-", dir="/dev/shm"
                                      if os.path.isdir("/dev/shm") else None)
         self.stats = {"executions": 0, "started": time.time(), "findings": {},
@@ -76,11 +77,17 @@ class Run:
         kind = KINDS[data[0] % len(KINDS)]
         body = data[1:]
         self.stats["executions"] += 1
+        if self.stats["executions"] == 1:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
         try:
             if kind.startswith("hdf5:"):
                 outcome = self.forked(kind, body)
             else:
                 outcome = self.in_process(kind, body)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+                grew, self.peak = peak - self.peak, max(peak, self.peak)
+                if grew > self.memory_step:  # a new high 256 MB above the last: a spike
+                    raise MemoryError(f"the process grew by {grew >> 20} MB on one input")
         except Exception as err:  # a violation of the invariant
             self.finding(kind, data, err)
             outcome = "finding"

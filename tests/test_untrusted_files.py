@@ -191,6 +191,8 @@ CASES = {
     "tf1: state file that names its own directory (RecursionError)": (
         "tf1_state", lambda tmp: b'model_checkpoint_path: "."\n', "does not name a checkpoint"),
     # senet weights files: the header is read before anything else
+    "senet: header that is not JSON (printed without the file name)": (
+        "senet", _senet_header(b"{not json"), "not valid JSON"),
     "senet: header JSON nested 100,000 deep (RecursionError)": (
         "senet", _senet_header(b"[" * 100_000), "not valid JSON"),
     "senet: header version that is a string (TypeError)": (
