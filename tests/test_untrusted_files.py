@@ -223,16 +223,27 @@ def test_the_state_file_regex_is_linear(tmp_path):
     assert time.monotonic() - start < 2
 
 
+def _length_bomb(opcode):
+    wide = opcode in (b"\x8d", b"\x8e", b"\x96", b"\x95")  # 8-byte lengths
+    return b"\x80\x04" + opcode + (1 << 28).to_bytes(8 if wide else 4, "little") + b"abc."
+
+
+BOMBS = {"BINUNICODE": _length_bomb(b"X"), "BINBYTES": _length_bomb(b"B"),
+         "BINUNICODE8": _length_bomb(b"\x8d"), "BINBYTES8": _length_bomb(b"\x8e"),
+         "BYTEARRAY8": _length_bomb(b"\x96"), "FRAME": _length_bomb(b"\x95"),
+         # the memo table grows to the index a PUT names (found by the long fuzzing run)
+         "LONG_BINPUT": b"\x80\x02N" + b"r" + (1 << 26).to_bytes(4, "little") + b"."}
+
+
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
-@pytest.mark.parametrize("opcode", [b"X", b"B", b"\x8d", b"\x8e", b"\x96"])
+@pytest.mark.parametrize("opcode", list(BOMBS))
 def test_pickle_lengths_are_checked_before_allocating(tmp_path, fmt, opcode):
     """A string or bytes opcode that declares 256 MB in a tiny file: pickle allocated the
-    declared length before finding the data short."""
+    declared length before finding the data short; a memo index of 2**26, 512 MB."""
     import tracemalloc
     import zipfile
 
-    wide = opcode in (b"\x8d", b"\x8e", b"\x96")  # 8-byte lengths
-    bomb = b"\x80\x04" + opcode + (1 << 28).to_bytes(8 if wide else 4, "little") + b"abc."
+    bomb = BOMBS[opcode]
     if fmt == "zip":
         path = tmp_path / "bomb.pth"
         with zipfile.ZipFile(path, "w") as z:

@@ -402,11 +402,14 @@ def _load(file, end):
 
     pickletools walks the opcodes first, in Python: the C unpickler allocates whatever
     length a bytes opcode declares (gigabytes in a 10-byte file) before it finds the data
-    short, while the walk checks each length against the bytes that are there.
+    short, and grows its memo table to any index a PUT names (8 bytes per index: 500 MB from
+    a 5-byte opcode), while the walk checks each length against the bytes that are there,
+    and each memo index against the opcodes so far (pickle numbers them 0, 1, 2...).
     """
     bounded, start = _Bounded(file, end), file.tell()
-    for _ in pickletools.genops(bounded):
-        pass
+    for count, (op, arg, _) in enumerate(pickletools.genops(bounded)):
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > count:
+            raise ValueError(f"memo index {arg} after {count} opcodes")
     file.seek(start)
     unpickler = _SafeUnpickler(bounded)
     return unpickler.load(), unpickler.storages
