@@ -623,7 +623,7 @@ def train(job: Job) -> dict:
         model = build(variant, weights=job.weights, classes=train_set.num_classes,
                       input_shape=image_shape(size), classifier_activation=None)
         freeze(model, recipe.freeze)
-        if job.sync_bn:
+        if job.sync_bn and dist.replicas > 1:
             synchronize_batchnorm(model)
         model.compile(optimizer=recipe.optimizer(steps), loss=recipe.loss(),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
@@ -679,6 +679,9 @@ def train(job: Job) -> dict:
         callbacks.append(keras.callbacks.TensorBoard(run.path("tensorboard"), write_graph=False,
                                                      profile_batch=0))
     callbacks += list(job.callbacks)
+    if dist.kind == "multiworker":
+        _build_before_fit(model, dist, recipe.micro_batch // dist.replicas,
+                          image_shape(size), train_set.num_classes)
     start = time.monotonic()
     if initial_epoch < recipe.epochs:
         if job.verbose and initial_epoch:
@@ -698,6 +701,44 @@ def train(job: Job) -> dict:
     if dist.chief:
         _finish(run, summary)
     return summary
+
+
+def _build_before_fit(model, dist, batch, shape, classes):
+    """Make Keras' `fit` run under MultiWorkerMirroredStrategy (two Keras 3 bugs).
+
+    Keras 3's `fit` reduces a first data batch across the workers only to read its shape,
+    and that reduce fails under this strategy ("Attempt to convert a value (PerReplica...)
+    to a Tensor", keras-team/keras#20585, tensorflow/tensorflow#72388). Built beforehand
+    from shapes, the model needs no such batch. Training itself is Keras' and TensorFlow's
+    own path (gradients all-reduced by the strategy).
+    """
+    import tensorflow as tf
+
+    with dist.scope():
+        model._symbolic_build(data_batch=(tf.zeros((batch, *shape)), tf.zeros((batch, classes))))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    _fix_keras_multiworker_logs()
+
+
+def _fix_keras_multiworker_logs():
+    """Keras 3 averages each step's logs over the workers with `strategy.reduce("MEAN", v,
+    axis=0)`, which fails on the scalar loss and metrics ("Invalid reduction dimension 0 for
+    input with 0 dimensions"). Averaged over replicas (axis=None) they are what Keras meant.
+    Patched once, only for this strategy's mean reductions."""
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "senet_fixed", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.senet_fixed = True
+    trainer.reduce_per_replica = reduce_per_replica
 
 
 def _has_tensorboard(verbose) -> bool:
