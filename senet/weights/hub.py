@@ -137,7 +137,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OfflineModeIsEnabled) or (
             isinstance(exc, LocalEntryNotFoundError) and _offline()):
         return "offline mode is on (HF_HUB_OFFLINE) and the file is not in the Hub cache"
-    if isinstance(exc, LocalEntryNotFoundError):
+    if isinstance(exc, LocalEntryNotFoundError) or (
+            _network_error(exc) and not isinstance(exc, (OSError, urllib.error.URLError))):
         return "the Hub could not be reached (offline?) and the file is not in the Hub cache"
     if isinstance(exc, RepositoryNotFoundError):
         return "the Hub has no such repository"
@@ -161,17 +162,49 @@ def _reason(exc: BaseException) -> str:
     return text[:200] or type(exc).__name__
 
 
+def _network_error(err) -> bool:
+    """An error of the transport (whichever HTTP library huggingface_hub uses), not a bug."""
+    root = type(err).__module__.split(".")[0]
+    return isinstance(err, OSError) or root in ("httpx", "httpx2", "httpcore", "requests",
+                                                  "urllib3")
+
+
 def _offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.is_offline_mode())
 
 
-def _fetch_hub(entry) -> Path:
-    """The verified Hub file of `entry` (from huggingface_hub's cache or downloaded into it)."""
-    from huggingface_hub import hf_hub_download
+@contextlib.contextmanager
+def _quiet_hub():
+    """huggingface_hub logs each retry as a warning; the user gets our one line instead."""
+    import logging
 
-    path = Path(hf_hub_download(entry.hub, entry.file))
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _fetch_hub(entry) -> Path:
+    """The verified Hub file of `entry` (from huggingface_hub's cache or downloaded into it).
+
+    A cached copy needs no network. Otherwise one quick look-up first: huggingface_hub
+    retries an unreachable Hub for about 23 s before it gives up, which is a long wait for
+    "you are offline".
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(entry.hub, entry.file)
+    with _quiet_hub():
+        if not isinstance(cached, str):
+            if not _offline():
+                get_hf_file_metadata(hub_url(entry))  # raises at once when unreachable
+            cached = hf_hub_download(entry.hub, entry.file)
+    path = Path(cached)
     blob = path.resolve()
     want = entry.sha256 or blob.name  # an LFS blob is named by its sha256 (the Hub's ETag)
     if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
@@ -208,7 +241,10 @@ def fetch(entry, progress=True) -> Path:
             return _fetch_hub(entry)
         except HashMismatchError:
             raise
-        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - sorted by _network_error below
+            if not isinstance(err, (HfHubHTTPError, LocalEntryNotFoundError)) \
+                    and not _network_error(err):
+                raise
             errors.append(f"{hub_url(entry)}: {_reason(err)}")
             if _offline() or not entry.url:
                 raise DownloadError(f"Cannot download the weights {entry.key}: {errors[0]}. "
