@@ -195,8 +195,8 @@ class SGD(keras.optimizers.SGD):
     def update_step(self, gradient, variable, learning_rate):
         key = self._var_key(variable)
         if self.kernel_decay and key in self._decayed:
-            gradient = ops.add(gradient, ops.multiply(
-                ops.cast(variable, gradient.dtype), self.kernel_decay))
+            gradient = ops.add(gradient, ops.cast(ops.multiply(variable, self.kernel_decay),
+                                                  gradient.dtype))
         if self.head_lr_scale != 1.0 and key in self._head:
             learning_rate = ops.multiply(learning_rate, self.head_lr_scale)
         super().update_step(gradient, variable, learning_rate)
