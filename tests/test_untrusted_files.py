@@ -186,6 +186,8 @@ CASES = {
     "tf1: state file naming a 1,400-character path (a page-long message)": (
         "tf1_state", lambda tmp: b'model_checkpoint_path: "' + b"a {" * 470 + b'"\n',
         "whose files are not there"),
+    "tf1: state file with \\x and no hex digit (ValueError; found by the long fuzzing run)": (
+        "tf1_state", lambda tmp: b'model_checkpoint_path: "a\\xz"\n', "whose files are not there"),
     "tf1: state file with an empty path (RecursionError)": (
         "tf1_state", lambda tmp: b'model_checkpoint_path: ""\n', "does not name a checkpoint"),
     "tf1: state file that names its own directory (RecursionError)": (

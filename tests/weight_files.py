@@ -342,6 +342,8 @@ def write_tf1(directory, index: bytes, data: bytes, state: bytes | None = None) 
     if state is not None:
         with open(os.path.join(directory, "checkpoint"), "wb") as f:
             f.write(state)
+    elif os.path.exists(os.path.join(directory, "checkpoint")):  # from an earlier case
+        os.remove(os.path.join(directory, "checkpoint"))
     return prefix
 
 

@@ -429,7 +429,7 @@ def _unescape(text: bytes) -> bytes:
         e = m.group(1)
         if e[:1] in b"01234567":
             return bytes([int(e, 8) & 0xFF])
-        if e[:1] == b"x":
+        if e[:1] == b"x" and len(e) > 1:  # a lone \x stays an x
             return bytes([int(e[1:], 16)])
         return _ESCAPES.get(e, e)
     return re.sub(rb"\\([0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)", one, text, flags=re.S)
