@@ -361,9 +361,11 @@ def test_the_crafted_hdf5_really_hangs_the_library(tmp_path):
     import sys
 
     path = _keras_file(tmp_path, "sibling")
-    code = "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); list(f.visit(print))"
-    with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=3)
+    code = ("import h5py, sys; f = h5py.File(sys.argv[1], 'r'); print('opened', flush=True); "
+            "f.visit(print)")
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=5)
+    assert info.value.output.startswith(b"opened")  # it hangs in the walk, not before
 
 
 def test_keras_file_that_hangs_hdf5_is_refused_in_time(tmp_path, quick_probe):
