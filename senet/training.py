@@ -246,6 +246,9 @@ class Distribution:
         import keras
 
         backend = keras.backend.backend()
+        if backend == "jax" and os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") \
+                and kind in ("auto", "data-parallel"):
+            keras.distribution.initialize()  # jax.distributed, before JAX starts its devices
         if kind == "auto":
             kind = self.kind = _auto_kind(backend)
         if kind == "none":
@@ -264,8 +267,6 @@ class Distribution:
         elif backend == "jax" and kind == "data-parallel":
             import jax
 
-            if os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
-                keras.distribution.initialize()  # jax.distributed, from the environment
             self.strategy = keras.distribution.DataParallel(devices=devices or jax.devices())
             keras.distribution.set_distribution(self.strategy)
             self.replicas = len(devices or jax.devices())
@@ -493,9 +494,10 @@ class _Run:
         if os.path.exists(out) and not os.path.isdir(out):
             raise WriteError(f"--output {out}: is a file, not a directory; name a directory.")
         state = read_state(os.path.join(out, CHECKPOINT))
-        if state is not None and state.get("model") != model_name:
-            raise ResumeError(f"--output {out} holds a run of {state.get('model')}, not "
-                              f"{model_name}; choose another --output.")
+        owner = state.get("model") if state else _weights_model(out)
+        if owner is not None and owner != model_name:
+            raise ResumeError(f"--output {out} holds a run of {owner}, not {model_name}; "
+                              "choose another --output.")
         if job.resume:
             if state is None:
                 raise ResumeError(f"--resume: {out} holds no checkpoint to resume ({CHECKPOINT} "
@@ -506,7 +508,7 @@ class _Run:
                               "--resume to continue it, or choose another --output.")
         try:
             os.makedirs(out, exist_ok=True)
-            probe = os.path.join(out, ".senet-write-test")
+            probe = os.path.join(out, f".senet-write-test-{os.getpid()}")
             with open(probe, "w"):
                 pass
             os.remove(probe)
@@ -552,6 +554,20 @@ class _Run:
                   f"{next(iter(self.skipped.errors.values()))})", flush=True)
 
 
+def _weights_model(out):
+    """The model of the best / last weights in `out` (None if there are none)."""
+    from senet.weights import native
+
+    for name in (BEST, LAST):
+        try:
+            doc = native.read_header(os.path.join(out, name))
+        except SenetError:
+            continue
+        if doc is not None:
+            return doc["meta"].get("model")
+    return None
+
+
 def _precision(precision):
     import keras
 
@@ -563,7 +579,14 @@ def _precision(precision):
 
 def train(job: Job) -> dict:
     """Run (or resume) the training job; returns the summary (also DIR/summary.json)."""
-    import keras
+    policy = keras.config.dtype_policy()
+    try:
+        return _train(job)
+    finally:  # --precision sets Keras' global policy for the build; leave it as it was
+        keras.config.set_dtype_policy(policy)
+
+
+def _train(job: Job) -> dict:
 
     from senet import data
     from senet.bench import image_shape

@@ -181,3 +181,15 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path):
     assert worst < 1e-4, worst
     moved = max(float(np.max(np.abs(x))) for x in a["classifier"])
     assert not math.isclose(moved, 0.0)
+
+
+def test_mixed_precision_trains_with_float32_weights(tmp_path):
+    """--precision bfloat16: Keras' mixed policy (16-bit compute, float32 variables); the
+    weights file is float32 as always, and the global policy is restored for what follows."""
+    root = write_digits(tmp_path / "d", per_class=4)
+    summary = training.train(_job(tmp_path, root, precision="bfloat16", tensorboard=False,
+                                  plot=False, recipe={"epochs": 1}))
+    assert keras.config.dtype_policy().name == "float32"
+    assert math.isfinite(summary["final"]["loss"])
+    weights, _ = native.read(tmp_path / "run" / "last.weights.h5")
+    assert all(a.dtype == np.float32 for arrays in weights.values() for a in arrays)
