@@ -109,6 +109,8 @@ CASES = {
         "prototxt", lambda tmp: b'layer { name: "\\UFFFFFFFF" }\n', "not a Unicode character"),
     "prototxt: \\u escape of a surrogate (UnicodeEncodeError)": (
         "prototxt", lambda tmp: b'layer { name: "\\uD800" }\n', "not a Unicode character"),
+    "prototxt: an escaped carriage return (a two-line message; found by the long run)": (
+        "prototxt", lambda tmp: b'layer { name: "a\\\rb" }\n', "unknown escape"),
     "prototxt: BatchNorm layer without a name (KeyError)": (
         "prototxt", lambda tmp: b"layer { type: 'BatchNorm' batch_norm_param { eps: 1e-3 } }\n",
         "no name"),
@@ -188,6 +190,8 @@ CASES = {
         "whose files are not there"),
     "tf1: state file with \\x and no hex digit (ValueError; found by the long fuzzing run)": (
         "tf1_state", lambda tmp: b'model_checkpoint_path: "a\\xz"\n', "whose files are not there"),
+    "tf1: state file naming an absolute path elsewhere (the message named only that path)": (
+        "tf1_state", lambda tmp: b'model_checkpoint_path: "/de"\n', "names the checkpoint '/de'"),
     "tf1: state file with an empty path (RecursionError)": (
         "tf1_state", lambda tmp: b'model_checkpoint_path: ""\n', "does not name a checkpoint"),
     "tf1: state file that names its own directory (RecursionError)": (

@@ -577,8 +577,8 @@ def _unescape(literal, source, line):
             out += chr(code).encode("utf-8")
             i += 2 + size
         else:
-            raise CaffeFormatError(f"{source}, line {line}: unknown escape \\{nxt} in the "
-                                   f"string {_quote(literal)}.")
+            raise CaffeFormatError(f"{source}, line {line}: unknown escape "
+                                   f"{_quote(chr(92) + nxt)} in the string {_quote(literal)}.")
     try:
         return out.decode("utf-8")
     except UnicodeDecodeError:

@@ -474,7 +474,11 @@ def _prefix_in_directory(directory):
                     f"{state}: it names the checkpoint {_short(name)}, whose files are not "
                     f"there. Copy the checkpoint's .index and .data files into {directory}, "
                     "or pass their prefix (e.g. .../model.ckpt).")
-            return _resolve_prefix(prefix)
+            try:
+                return _resolve_prefix(prefix)
+            except TF1CheckpointError as err:  # say which file named that checkpoint
+                raise TF1CheckpointError(f"{state} names the checkpoint {_short(name)}, which "
+                                         f"cannot be used: {err}") from None
     indexes = sorted(glob.glob(os.path.join(glob.escape(directory), "*.index")))
     if len(indexes) == 1:
         return indexes[0][:-len(".index")]
