@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -424,6 +425,8 @@ def _make_callbacks():
             logs["images_per_s"] = rate
             logs["seconds"] = seconds
             self.bar.clear()
+            if not self.bar.done:  # no batch at all: EpochEnd reports why
+                return
             parts = [f"epoch {epoch + 1}/{self.epochs}", f"loss {logs.get('loss', 0):.4f}",
                      f"acc {logs.get('accuracy', 0):.4f}"]
             if "val_accuracy" in logs:
@@ -435,11 +438,19 @@ def _make_callbacks():
         """After each epoch: best / last weights, the CSV log, then the checkpoint (last, so
         a crash in between only repeats the epoch)."""
 
-        def __init__(self, job):
+        def __init__(self, job, steps):
             super().__init__()
-            self.job = job
+            self.job, self.steps = job, steps
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.batches < self.steps:  # every image of the epoch failed: nothing to save
+                self.job.out_of_data()
             self.job.epoch_done(self.model, epoch, dict(logs or {}))
 
     return Progress, EpochEnd
@@ -521,6 +532,11 @@ class _Run:
         return os.path.join(self.job.output, name)
 
     # ------------------------------------------------------------ per epoch
+    def out_of_data(self):
+        first = next(iter(self.skipped.errors.values()), "no error recorded")
+        raise DataError(f"{self.job.data}: no image could be read in an epoch "
+                        f"({len(self.skipped)} unreadable; first: {first}).")
+
     def epoch_done(self, model, epoch, logs):
         from senet._io import atomic_write
         from senet.weights import native
@@ -697,7 +713,7 @@ def _train(job: Job) -> dict:
 
     Progress, EpochEnd = _make_callbacks()
     callbacks = [Progress(steps, recipe.micro_batch, recipe.epochs,
-                          live=None if job.verbose else False), EpochEnd(run)]
+                          live=None if job.verbose else False), EpochEnd(run, steps)]
     if job.tensorboard and dist.chief and _has_tensorboard(job.verbose):
         callbacks.append(keras.callbacks.TensorBoard(run.path("tensorboard"), write_graph=False,
                                                      profile_batch=0))
@@ -709,16 +725,16 @@ def _train(job: Job) -> dict:
     if initial_epoch < recipe.epochs:
         if job.verbose and initial_epoch:
             print(f"resuming after epoch {initial_epoch} of {recipe.epochs}", flush=True)
-        model.fit(train_ds, epochs=recipe.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks, verbose=0,
-                  shuffle=False)
+        with warnings.catch_warnings():
+            # Keras says so after each first pass over a dataset of unknown length (ours,
+            # since unreadable images are dropped); a short training set is caught below.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(train_ds, epochs=recipe.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+                      verbose=0, shuffle=False)
     seconds = time.monotonic() - start
-    if run.history and len(run.history) < recipe.epochs:
-        raise DataError(f"{job.data}: training stopped early (ran out of data); are the images "
-                        "readable?")
-    if len(run.skipped) and len(run.skipped) >= len(train_set):
-        raise DataError(f"{job.data}: no image could be read (first: "
-                        f"{next(iter(run.skipped.errors.values()))}).")
+    if len(run.history) < recipe.epochs:
+        run.out_of_data()
     run.digest = weights_digest(model)
     summary = _summary(run, recipe, train_set, val_set, size, seconds, dist)
     if dist.chief:

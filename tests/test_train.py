@@ -193,3 +193,14 @@ def test_mixed_precision_trains_with_float32_weights(tmp_path):
     assert math.isfinite(summary["final"]["loss"])
     weights, _ = native.read(tmp_path / "run" / "last.weights.h5")
     assert all(a.dtype == np.float32 for arrays in weights.values() for a in arrays)
+
+
+def test_a_dataset_of_unreadable_files_is_one_line(tmp_path):
+    for c in ("cat", "dog"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "d" / c / f"{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    r = run("train", tmp_path / "d", "--model", "se_resnet18", "--output", tmp_path / "o",
+            "--epochs", "1", "--batch-size", "4", "--size", "32", "--no-tensorboard")
+    one_line_error(r, "train", "no image could be read in an epoch (8 unreadable", ".jpg")
+    assert not list((tmp_path / "o").iterdir())  # nothing saved
