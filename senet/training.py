@@ -585,8 +585,6 @@ def _weights_model(out):
 
 
 def _precision(precision):
-    import keras
-
     policies = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
     if precision not in policies:
         raise ArgumentError(f"--precision must be one of {', '.join(policies)} (got {precision!r}).")
@@ -603,7 +601,6 @@ def train(job: Job) -> dict:
 
 
 def _train(job: Job) -> dict:
-
     from senet import data
     from senet.bench import image_shape
     from senet.models import build
@@ -638,6 +635,9 @@ def _train(job: Job) -> dict:
                                interpolation=job.interpolation or pre.get("interpolation")
                                or "bilinear",
                                scale=(job.scale_min or data.default_scale_min(size), 1.0))
+    # recorded as resolved, so that --resume rebuilds exactly this pipeline
+    job.size, job.crop_pct, job.interpolation = size, transform.crop_pct, transform.interpolation
+    job.scale_min = transform.scale[0]
     if job.verbose:
         how = f"fine-tuning {job.weights}" if job.weights else "from scratch"
         print(f"{variant.name}, {how}: {len(train_set)} training images in "
