@@ -6,7 +6,7 @@ onnxruntime, the TFLite interpreter) and its output compared with the Keras mode
 
 SavedModel: see `write_saved_model` for why not plain `model.export`. TFLite: converted from
 that SavedModel. ONNX: `model.export(format="onnx")`, i.e. tf2onnx. Grouped convolutions
-(SE-ResNeXt, SENet-154) are `senet.blocks.GroupedConv2D`, TensorFlow's plain grouped Conv2D op,
+(SE-ResNeXt, SENet-154) are `senet.blocks.Conv2D`, TensorFlow's plain grouped Conv2D op,
 which every format maps to a grouped convolution (ONNX `Conv` with `group`).
 """
 

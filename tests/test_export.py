@@ -115,7 +115,7 @@ def test_grouped_convs_export_from_the_command_line(fmt, weights_file, tmp_path)
 
 
 def test_onnx_grouped_convs_are_single_onnx_convs(tmp_path):
-    """GroupedConv2D gives ONNX Conv nodes with group=32, not a split per group or an opaque call."""
+    """senet.blocks.Conv2D gives ONNX Conv nodes with group=32, not a split per group or an opaque call."""
     needs("onnx")
     onnx = pytest.importorskip("onnx")
     model = senet.create_model("se_resnext26_32x4d", input_shape=(64, 64, 3), include_top=False)
