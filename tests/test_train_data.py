@@ -134,3 +134,17 @@ def test_typical_size_follows_the_images(tmp_path):
     for c in ("a", "b"):
         _image(tmp_path / "big" / c / "x.jpg", size=(500, 375))
     assert data.typical_size(data.find_samples(tmp_path / "big")) == 224
+
+
+def test_keras_mixup_cutmix_and_randaugment_run_in_the_pipeline(tmp_path):
+    from senet.training import Recipe
+
+    samples = data.find_samples(write_digits(tmp_path / "d", per_class=4))
+    augment = Recipe(mixup=0.4, cutmix=1.0, randaugment=True).augment(seed=0)
+    plain = data.train_dataset(samples, 8, data.Transform(size=32), seed=0)
+    mixed = data.train_dataset(samples, 8, data.Transform(size=32), seed=0, augment=augment)
+    (x0, y0), (x1, y1) = next(iter(plain)), next(iter(mixed))
+    assert x1.shape == x0.shape and y1.shape == y0.shape
+    np.testing.assert_allclose(y1.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert (y1.numpy().max(axis=1) < 1.0).any()  # soft labels: images were mixed
+    assert not np.allclose(x1.numpy(), x0.numpy())
