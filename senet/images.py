@@ -101,13 +101,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def load_pil(path) -> Image.Image:
-    """`load_image` as a Pillow RGB image (what `eval_transform` resizes)."""
+def load_pil(path, min_side=None) -> Image.Image:
+    """`load_image` as a Pillow RGB image (what `eval_transform` resizes).
+
+    `min_side`: the image will be shrunk to this shorter side anyway, so a JPEG may be
+    decoded at a reduced scale (libjpeg's DCT scaling, Pillow's draft mode) down to twice
+    that: a 12-megapixel photo decodes about 10x faster, and the antialiased resize that
+    follows still works from at least twice the final resolution. Smaller images decode
+    fully, so ImageNet-sized files are unaffected.
+    """
     path = os.fspath(path)
     with _open(path) as img:
         w, h = img.size
         if min(w, h) < MIN_SIDE:
             raise ImageError(f"{path}: too small ({w}x{h} px; at least {MIN_SIDE} px a side)")
+        if min_side and img.format == "JPEG" and min(w, h) >= 4 * min_side:
+            factor = 2 * min_side / min(w, h)
+            img.draft("RGB", (math.ceil(w * factor), math.ceil(h * factor)))
         try:
             img.load()
         except Exception as err:  # noqa: BLE001 - a damaged stream fails in many ways
@@ -164,7 +174,8 @@ def eval_transform(img, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_PCT,
 
 
 def _prepare(path, size, crop_pct, interpolation):
-    return eval_transform(load_pil(path), size, crop_pct, interpolation)
+    return eval_transform(load_pil(path, min_side=math.floor(size / crop_pct)), size, crop_pct,
+                          interpolation)
 
 
 def iter_batches(paths, batch_size=16, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_PCT,

@@ -451,3 +451,21 @@ def test_evaluate_bad_inputs_one_line(work, val, args, words):
     r = run_senet("evaluate", *args, "--weights", "rig.weights.h5", cwd=work)
     assert r.returncode != 0 and r.stdout == ""
     assert len(error_lines(r, "evaluate")) == 1 and words in r.stderr, r.stderr
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_nearly_identically(tmp_path):
+    """A 3608x2400 photo: decoded at 1/4 scale (still twice the 256 px it is resized to), the
+    evaluation crop differs from the full decode by at most 2 levels of 255; an ImageNet-sized
+    JPEG is decoded fully, identically."""
+    from senet.images import load_pil
+
+    photo = Image.open(REPO / "senet" / "data" / "chelsea.jpg").convert("RGB")
+    big = photo.resize((photo.width * 8, photo.height * 8), Image.Resampling.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=92)
+    photo.save(tmp_path / "small.jpg", quality=92)
+    assert load_pil(tmp_path / "big.jpg", min_side=256).size == (902, 600)  # 1/4 scale
+    full = eval_transform(load_pil(tmp_path / "big.jpg"), 224, 0.875)
+    fast = eval_transform(load_pil(tmp_path / "big.jpg", min_side=256), 224, 0.875)
+    assert np.abs(full - fast).max() <= 2 and np.abs(full - fast).mean() < 0.5
+    np.testing.assert_array_equal(load_image(tmp_path / "small.jpg"),
+                                  np.asarray(load_pil(tmp_path / "small.jpg", min_side=256)))
