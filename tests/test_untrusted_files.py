@@ -9,6 +9,7 @@ allocate terabytes, ran for minutes (quadratic regexes) or hung in the HDF5 libr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import time
@@ -20,6 +21,8 @@ import weight_files as wf
 from cli_runner import one_line_error
 from cli_runner import run as senet_cli
 from cli_runner import run_subprocess
+import senet
+import senet.errors
 from senet.weights import native
 
 T = wf.Tensor
@@ -533,3 +536,27 @@ def test_predict_refuses_a_keras_file_that_hangs_hdf5(tmp_path, quick_probe):
     result = senet_cli("predict", PHOTO, "--model", "se_resnet18", "--weights", path)
     one_line_error(result, "predict", path, "did not finish reading this file in 2 s")
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("how", ["sibling", "child"])
+def test_a_crafted_senet_file_with_a_valid_checksum_never_reaches_hdf5_here(tmp_path,
+                                                                             quick_probe, how):
+    """A checksum proves a file undamaged, not who wrote it: the B-tree loop that hangs
+    ("sibling") or crashes ("child") the HDF5 library, signed with a valid header, reaches
+    HDF5 only in the probe's child process; here, one line, in time."""
+    path = wf.senet_weights(tmp_path / "crafted.weights.h5")
+    doc = native.read_header(path)
+    with open(path, "rb") as f:
+        data = wf.hdf5_btree_loop(f.read(), how)
+    ub = doc["userblock"]
+    body_sha = hashlib.sha256(data[ub:]).hexdigest()
+    header = native._header_bytes(doc["meta"], body_sha, ub)
+    with open(path, "wb") as f:
+        f.write(header.ljust(ub, b"\0") + data[ub:])
+    assert native.read(path, checksum_only=True)[1] == doc["meta"]  # the checksum holds
+    start = time.monotonic()
+    with pytest.raises(senet.errors.WeightsFileError) as info:
+        senet.create_model(doc["meta"]["model"], weights=path, include_top=False)
+    assert time.monotonic() - start < 15
+    message = wf.check_message(info.value, path)
+    assert "did not finish" in message or "crashed" in message

@@ -7,6 +7,7 @@ line on stderr and exit code 1; anything else keeps its traceback, because it is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -26,9 +27,12 @@ COMMANDS = {
 }
 
 
-def import_keras_quietly():
-    """Import Keras with TensorFlow's start-up chatter (written to fd 2 by C++) silenced."""
+@contextlib.contextmanager
+def _quiet_fd2():
+    """Silence what C++ libraries write to fd 2 (TensorFlow's start-up lines) while Keras
+    loads; Python exceptions still surface, after the stream is back."""
     if "keras" in sys.modules:
+        yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
@@ -36,30 +40,43 @@ def import_keras_quietly():
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            try:
-                import keras
-            except ModuleNotFoundError as err:
-                backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-                raise MissingDependencyError(
-                    f"Keras cannot start: {err} (KERAS_BACKEND={backend}). Install the backend: "
-                    f"pip install 'senet[{backend}]'") from None
-
-            if keras.backend.backend() == "tensorflow":  # device discovery logs too (no GPU, ...)
-                import tensorflow as tf
-
-                tf.config.list_physical_devices()
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
 
 
+def import_keras_quietly():
+    """Import Keras (and let TensorFlow find its devices) without its start-up chatter."""
+    if "keras" in sys.modules:
+        return
+    with _quiet_fd2():
+        try:
+            import keras
+        except ModuleNotFoundError as err:
+            backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+            raise MissingDependencyError(
+                f"Keras cannot start: {err} (KERAS_BACKEND={backend}). Install the backend: "
+                f"pip install 'senet[{backend}]'") from None
+        if keras.backend.backend() == "tensorflow":  # device discovery logs too (no GPU, ...)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="senet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Only the chosen command's module is imported: a command that needs Keras (train) must
+    # not slow down, or print TensorFlow's start-up lines into, every other one.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if name == chosen:
+            with _quiet_fd2():  # a command module may import Keras to describe its options
+                importlib.import_module(module).add_arguments(p)
     args = parser.parse_args(argv)
     try:
         if getattr(args, "needs_keras", True):

@@ -24,10 +24,11 @@ def add_model_arguments(p):
     p.add_argument("--model", metavar="NAME[.TAG]",
                    help=f"architecture, optionally with a weights tag (default: the one recorded "
                         f"in the --weights file, else {DEFAULT_MODEL}); `senet list` shows them")
-    p.add_argument("--weights", default="imagenet", metavar="imagenet|TAG|FILE",
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|TAG|FILE|none",
                    help="'imagenet' (the architecture's default weights, downloaded once and "
                         "cached), a tag such as seresnet50.a1_in1k (`senet list --pretrained`), "
-                        "or a weights file written by `senet convert` or `senet train`")
+                        "a weights file written by `senet convert` or `senet train`, or 'none' "
+                        "(random weights, to measure speed)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N",
                    help="images per model call (default: 16)")
     p.add_argument("--size", type=int, metavar="PX",
@@ -92,7 +93,9 @@ def check_model_arguments(args):
         raise UserError("--precision int8 needs --calibration DIR: a few hundred of the images "
                         "the model will see.")
     recorded = None
-    if os.path.isfile(args.weights):
+    if args.weights == "none":  # random weights: for speed measurements
+        args.weights = None
+    elif os.path.isfile(args.weights):
         doc = native.read_header(args.weights)
         recorded = (doc or {}).get("meta", {}).get("model")
     elif os.sep in args.weights or args.weights.endswith(".h5"):
@@ -111,9 +114,9 @@ def check_model_arguments(args):
     if recorded and recorded != args.model:
         raise UserError(f"{args.weights} holds {recorded} weights, not {args.model}; pass "
                         f"--model {recorded} or leave --model out.")
-    resolved = loader.resolve(get_variant(args.model), args.weights)
-    args.meta = resolved.meta
-    pre = resolved.meta.get("preprocessing") or {}
+    args.meta = (loader.resolve(get_variant(args.model), args.weights).meta
+                 if args.weights is not None else {"classes": 1000, "class_set": "imagenet-1k"})
+    pre = args.meta.get("preprocessing") or {}
     args.size = args.size or pre.get("size") or DEFAULT_SIZE
     args.crop_pct = args.crop_pct or pre.get("crop_pct") or DEFAULT_CROP_PCT
     args.interpolation = args.interpolation or pre.get("interpolation") or "bilinear"

@@ -148,7 +148,7 @@ def _from_catalogue(resolved: Resolved, variant: Variant, progress=True):
             native.save(tmp, weights, resolved.meta)
 
         def valid(path):
-            return native.read(path)[1].get("tag") == entry.key
+            return native.read(path, checksum_only=True)[1].get("tag") == entry.key
 
         hub.ensure_cached(target, build, valid)
 

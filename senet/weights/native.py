@@ -149,8 +149,12 @@ def read_header(path) -> dict | None:
     return doc
 
 
-def read(path) -> tuple[dict, dict]:
-    """({layer: [arrays]}, meta) of a senet weights file, verified before HDF5 parses it."""
+def read(path, checksum_only=False, checked=False) -> tuple[dict | None, dict]:
+    """({layer: [arrays]}, meta) of a senet weights file, verified before HDF5 parses it.
+
+    `checksum_only`: verify, return (None, meta) without parsing; `checked`: the checksum was
+    verified already (by a `checksum_only` call), do not hash the file again.
+    """
     import h5py
 
     path = os.fspath(path)
@@ -158,12 +162,15 @@ def read(path) -> tuple[dict, dict]:
     if doc is None:
         raise WeightsFileError(f"{path} is not a senet weights file (no senet header); "
                                "convert the source file with `senet convert`.")
-    try:
-        sound = _sha256_from(path, doc["userblock"]) == doc["body_sha256"]
-    except OSError as err:
-        raise WeightsFileError(f"{path}: cannot read the file ({err.strerror or err}).") from None
-    if not sound:
-        raise _damaged(path, "its contents do not match the checksum written with them")
+    if not checked:
+        try:
+            sound = _sha256_from(path, doc["userblock"]) == doc["body_sha256"]
+        except OSError as err:
+            raise WeightsFileError(f"{path}: cannot read the file ({err.strerror or err}).") from None
+        if not sound:
+            raise _damaged(path, "its contents do not match the checksum written with them")
+    if checksum_only:
+        return None, doc["meta"]
     try:
         with h5py.File(path, "r") as f:
             weights = _arrays(f)

@@ -135,10 +135,20 @@ def read(path, variant: Variant, kind=None, prototxt=None, layout=None) -> tuple
     return weights, meta
 
 
-def read_native(path) -> tuple[dict, dict]:
-    """A senet weights file of either version (version 1 files are probed first)."""
+def read_native(path, trusted=False) -> tuple[dict, dict]:
+    """A senet weights file of either version.
+
+    The checksum proves a file undamaged, not who wrote it: a file crafted with a valid
+    checksum could still crash or hang the HDF5 library. So a file from elsewhere is parsed
+    in a child process first (`native.probe`, a fraction of a second); only the cache that
+    senet writes itself is `trusted`.
+    """
     if native.read_header(path) is not None:
-        return native.read(path)
+        if trusted:
+            return native.read(path)
+        native.read(path, checksum_only=True)  # damage is said before the child runs
+        native.probe(path)
+        return native.read(path, checked=True)
     meta = native.read_legacy_meta(path)
     if meta is None:
         raise WeightsFileError(f"{os.fspath(path)} is a Keras weights file, not a senet one: "
