@@ -131,9 +131,28 @@ class GroupedConv2D(Conv2D):
     """The name grouped convs had in senet 0.1 (saved models refer to it)."""
 
 
+@keras.saving.register_keras_serializable(package="senet")
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization (same weights, same training behaviour); at inference on
+    PyTorch, channels_last, one native `batch_norm` pass over a view instead of Keras' three
+    elementwise passes (a quarter of SE-ResNeXt-50's forward time on the PyTorch backend)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if keras.backend.backend() == "torch" and mask is None and not (training and self.trainable) \
+                and self.axis in (-1, len(inputs.shape) - 1) and len(inputs.shape) == 4 \
+                and str(inputs.dtype).endswith("float32") and self.center and self.scale:
+            import torch
+
+            y = torch.nn.functional.batch_norm(
+                inputs.permute(0, 3, 1, 2), self.moving_mean.value, self.moving_variance.value,
+                self.gamma.value, self.beta.value, False, 0.0, self.epsilon)
+            return y.permute(0, 2, 3, 1)
+        return super().call(inputs, training=training, mask=mask)
+
+
 def batch_norm(x, name):
-    return layers.BatchNormalization(axis=channel_axis(), epsilon=BN_EPSILON,
-                                     momentum=BN_MOMENTUM, name=keras_name(name))(x)
+    return BatchNormalization(axis=channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                              name=keras_name(name))(x)
 
 
 def conv_bn(x, filters, kernel, name, strides=1, groups=1, relu=True, relu_name=None):
