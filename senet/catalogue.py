@@ -10,7 +10,7 @@ Accuracies are timm's own evaluation (results-imagenet.csv, huggingface/pytorch-
 at 4e5207c, 2025-10-30) at the entry's evaluation size, except SE-BN-Inception (the paper's).
 Hashes: `sha256` is the full sha256 of the published file where it could be read from the
 Hub's own file page; `None` means not pinned yet: the download is then checked against the
-sha256 that the Hub declares for the file (its ETag), and `python -m senet.catalogue --pin`
+sha256 that the Hub declares for the file (its ETag), and `python -m senet.catalogue`
 prints the pinned table entries when run with network access. GitHub release files carry the
 sha256 prefix in their names (PyTorch hub's convention), which is checked.
 """

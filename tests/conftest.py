@@ -25,9 +25,17 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow") or "slow" in (config.getoption("-m") or ""):
+    """Slow tests (the large nets) need --runslow, and run on TensorFlow only: the JAX and
+    PyTorch runs check every block kind on tiny rows and one or two full-size nets per file,
+    so a large net there re-proves the same layers at the cost of minutes of XLA compilation.
+    SENET_SLOW_ON_ALL_BACKENDS=1 runs them everywhere (how the README's tables were measured)."""
+    if not (config.getoption("--runslow") or "slow" in (config.getoption("-m") or "")):
+        skip = pytest.mark.skip(reason="slow: run with --runslow")
+    elif (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow"
+          and not os.environ.get("SENET_SLOW_ON_ALL_BACKENDS")):
+        skip = pytest.mark.skip(reason="slow: TensorFlow only (SENET_SLOW_ON_ALL_BACKENDS=1)")
+    else:
         return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
