@@ -248,9 +248,14 @@ def run(name, *, batch_sizes=(16,), size=224, precision="float32", engines=("aut
         raise ArgumentError(f"Unknown peer {unknown[0]!r}; choose {', '.join(PEERS)}.")
     default_engine = engine_module.choose_engine("auto", precision)
     jobs = [("senet", default_engine, precision, None)]  # the default path comes first
+    skipped = []  # engine x precision pairs that do not exist (ONNX Runtime bfloat16, ...)
     for e in engines:
         for p in precisions:
-            job = ("senet", engine_module.choose_engine(e, p), p, None)
+            try:
+                job = ("senet", engine_module.choose_engine(e, p), p, None)
+            except ArgumentError as err:
+                skipped.append(f"{e} {p}: {err}")
+                continue
             if job not in jobs:
                 jobs.append(job)
     current = _current_backend()
@@ -308,7 +313,8 @@ def run(name, *, batch_sizes=(16,), size=224, precision="float32", engines=("aut
     return {"model": name, "size": size, "batch_sizes": list(batch_sizes), "warmup": warmup,
             "iters": iters, "precision": precision, "flops_per_image": n_flops,
             "gflops_per_image": n_flops / 1e9, "flops_convention": FLOPS_CONVENTION,
-            "timm_model": TIMM_PEERS.get(name), "senet": results[0], "results": results}
+            "timm_model": TIMM_PEERS.get(name), "senet": results[0], "results": results,
+            "skipped": skipped}
 
 
 def _timm_onnx_path(name, size, batch):

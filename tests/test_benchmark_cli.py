@@ -10,6 +10,7 @@ keras = pytest.importorskip("keras")
 import senet  # noqa: E402
 from cli_runner import run  # noqa: E402
 from senet import bench  # noqa: E402
+from senet.engines import ENGINES  # noqa: E402
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 
@@ -52,6 +53,25 @@ def test_other_backend_is_measured_in_a_child_process():
                   backends=[other], peers=[])
     rows = {x["label"]: x for x in r["results"]}
     assert_timed(rows[f"senet keras ({other}) float32"])
+
+
+def test_engine_all_skips_pairs_that_do_not_exist(monkeypatch):
+    """`--engine all --precisions all` times every pair that exists and names the others
+    (ONNX Runtime has no bfloat16 and no int8, Keras no int8) instead of failing."""
+    timed = []
+
+    def fake_run(name, engine, precision, batch_size, **kw):
+        timed.append((engine, precision))
+        return {"images_per_s": 1.0, "latency_ms_median": 1.0, "latency_ms_p95": 1.0}
+
+    monkeypatch.setattr(bench, "senet_run", fake_run)
+    r = bench.run("se_resnet18", batch_sizes=[1], size=64, engines=list(ENGINES),
+                  precisions=["float32", "bfloat16", "int8"], peers=[])
+    assert sorted(timed) == sorted([("openvino", "float32"), ("keras", "float32"),
+                                    ("keras", "bfloat16"), ("openvino", "bfloat16"),
+                                    ("openvino", "int8"), ("onnxruntime", "float32")])
+    assert sorted(line.split(":")[0] for line in r["skipped"]) == [
+        "keras int8", "onnxruntime bfloat16", "onnxruntime int8"]
 
 
 def test_benchmark_user_errors_are_one_line():

@@ -72,6 +72,8 @@ def run(args):
         print(f"{x['label']:<{width}}{x['batch_size']:>6}{x['images_per_s']:>10.1f}"
               f"{x['latency_ms_median']:>11.1f}{x['latency_ms_p95']:>9.1f}"
               f"{x['gflops_per_s']:>9.1f}{ratio:>15}")
+    for line in r["skipped"]:
+        print(f"not timed: {line}")
     d = r["senet"]
     print(f"Default path (senet predict): {d['engine']} {d['precision']}"
           + ("" if r["timm_model"] else "; timm has no model of it, so no peers") + ".")
