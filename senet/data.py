@@ -26,7 +26,8 @@ import threading
 import numpy as np
 
 from senet.errors import DataError
-from senet.images import DEFAULT_CROP_PCT, EXTENSIONS, INTERPOLATIONS, eval_transform, load_pil
+from senet.images import (DEFAULT_CROP_PCT, EXTENSIONS, INTERPOLATIONS, eval_transform, load_pil,
+                          read_label_file)
 
 SCALE = (0.08, 1.0)  # random-resized crop of the paper (Inception-style augmentation)
 RATIO = (3 / 4, 4 / 3)
@@ -129,18 +130,7 @@ def _read_class_folders(root) -> list:
 
 def _read_label_file(path, root) -> list:
     """(image path, class name) of each `name label` line of `path` (names relative to root)."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such label file.")
-    pairs = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise DataError(f"{path}, line {lineno}: expected 'file label', got {line!r}.")
-            pairs.append((os.path.join(root, parts[0]), parts[1]))
+    pairs = [(os.path.join(root, name), label) for _, name, label in read_label_file(path)]
     if not pairs:
         raise DataError(f"{path}: no 'file label' lines.")
     absent = [p for p, _ in pairs if not os.path.exists(p)]

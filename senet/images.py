@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from senet.errors import ArgumentError, ImageError
+from senet.errors import ArgumentError, DataError, ImageError
 from senet.variants import DEFAULT_SIZE
 
 MIN_SIDE = 8
@@ -218,3 +218,22 @@ def iter_batches(paths, batch_size=16, size=DEFAULT_SIZE, crop_pct=DEFAULT_CROP_
         for _, future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_label_file(path) -> list:
+    """(line number, file name, label) of each `name label` line of `path` (`senet evaluate
+    --labels`, `senet train --labels`); blank lines and `#` comments are skipped. The label
+    is the last word, so file names may hold spaces."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such label file.")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise DataError(f"{path}, line {lineno}: expected 'file label', got {line!r}.")
+            rows.append((lineno, *parts))
+    return rows

@@ -62,27 +62,18 @@ def _label_file(path, root, table):
     `table`: (id, name) of the classes in the order the file's numeric labels use.
     """
     from senet.cli import UserError
+    from senet.images import read_label_file
 
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such label file.")
     wnids = {w for w, _ in table}
     samples = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise UserError(f"{path}, line {lineno}: expected 'file label', got {line!r}.")
-            name, label = parts
-            if label not in wnids:
-                if not (label.isascii() and label.isdigit()) or not 0 <= int(label) < len(table):
-                    raise UserError(f"{path}, line {lineno}: label {label!r} is neither a "
-                                    f"class id 0-{len(table) - 1} nor a class of the model "
-                                    f"(such as {table[0][0]!r}).")
-                label = table[int(label)][0]
-            samples.append((os.path.join(root, name), label))
+    for lineno, name, label in read_label_file(path):
+        if label not in wnids:
+            if not (label.isascii() and label.isdigit()) or not 0 <= int(label) < len(table):
+                raise UserError(f"{path}, line {lineno}: label {label!r} is neither a "
+                                f"class id 0-{len(table) - 1} nor a class of the model "
+                                f"(such as {table[0][0]!r}).")
+            label = table[int(label)][0]
+        samples.append((os.path.join(root, name), label))
     samples.sort()
     if samples and not any(os.path.exists(p) for p, _ in samples):
         raise UserError(f"none of the {len(samples)} files listed in {path} is in {root}.")
