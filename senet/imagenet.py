@@ -78,11 +78,14 @@ def preprocess_input(x, data_format=None):
     """RGB images, 0-255, to the models' input: BGR, 0-255, minus the Caffe mean.
 
     Accepts a NumPy array or a backend tensor of shape (..., H, W, 3) (or (..., 3, H, W)
-    with `data_format="channels_first"`); returns float32 of the same shape.
+    with `data_format="channels_first"`); returns float32 of the same shape. Keras is
+    imported only when needed (no data_format given, or a backend tensor): the CLI's engines
+    preprocess NumPy batches without loading a Keras backend.
     """
-    import keras
+    if data_format is None:
+        import keras
 
-    data_format = data_format or keras.config.image_data_format()
+        data_format = keras.config.image_data_format()
     axis = -3 if data_format == "channels_first" else -1
     mean = np.array(CAFFE_MEAN_BGR, "float32").reshape((3, 1, 1) if axis == -3 else (3,))
     if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
@@ -91,6 +94,8 @@ def preprocess_input(x, data_format=None):
             raise ArgumentError(f"preprocess_input expects 3 RGB channels on axis {axis} "
                              f"({data_format}); got an array of shape {x.shape}.")
         return np.flip(x, axis=axis) - mean
+    import keras
+
     x = keras.ops.cast(x, "float32")
     return keras.ops.flip(x, axis=axis) - mean
 
