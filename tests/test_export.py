@@ -180,7 +180,7 @@ def test_senet154_exports(fmt, tmp_path):
     2.5 minutes and up to 9 GB together: opt-in (SENET_LARGE_TESTS=1); the grouped-conv export
     itself is checked on the small nets above."""
     if fmt != "savedmodel" and not os.environ.get("SENET_LARGE_TESTS"):
-        pytest.skip("set SENET_LARGE_TESTS=1 (SENET-154 to ONNX / TFLite: minutes, 9 GB)")
+        pytest.skip("set SENET_LARGE_TESTS=1 (SENet-154 to ONNX / TFLite: minutes, 9 GB)")
     needs(fmt)
     model = senet.create_model("senet154")
     path = str(tmp_path / ("senet154" + SUFFIX[fmt]))
