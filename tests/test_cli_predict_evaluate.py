@@ -12,7 +12,6 @@ the commands must decode and score in that order.
 """
 
 import json
-import os
 import struct
 import zlib
 from pathlib import Path

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.backends
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from forward import forward  # noqa: E402
 from timm_reference import random_timm_model, rgb_images, save, timm_logits  # noqa: E402
 
 LEGACY = [n for n, v in VARIANTS.items() if v.legacy and v.timm]
@@ -48,7 +49,7 @@ def _check(model, reference, rgb, name, fmt):
     want = timm_logits(reference, rgb)
     tolerance = 1e-4 * max(1.0, float(np.abs(want).max()))
     assert want.std() > 0.5 and np.abs(want[0] - want[1]).max() > 100 * tolerance, "degenerate"
-    got = keras.ops.convert_to_numpy(model.predict(senet.preprocess_input(rgb), verbose=0))
+    got = forward(model, senet.preprocess_input(rgb))
     diff = float(np.abs(got - want).max())
     _record(name, fmt, diff, want)
     assert diff <= tolerance, f"max |logit diff| {diff:.2e} (logits up to {np.abs(want).max():.1f})"

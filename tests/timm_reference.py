@@ -109,6 +109,10 @@ def randomize(model, seed=0, calibration_size=96):
 
 
 def random_timm_model(variant, seed=0, num_classes=1000):
+    """The same model for the same seed in every run (timm's init draws from torch's RNG)."""
+    import torch
+
+    torch.manual_seed(seed)
     return randomize(timm_model(variant, num_classes), seed)
 
 
