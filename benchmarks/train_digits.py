@@ -1,11 +1,11 @@
 """The default recipe on scikit-learn's digits: `senet train DATA --model se_resnet18` with no
 other flag, then `senet evaluate` on the held-out digits, on each Keras backend.
 
-    python benchmarks/train_digits.py [--backends tensorflow,jax,torch] [--work DIR]
+    python benchmarks/train_digits.py [--backends tensorflow,jax,torch] [--work DIR] [--seed N]
 
 The 1,797 digits (8x8, 0-16) are written as 32x32 greyscale PNGs (bilinear), the first 1,400
 to train/<digit>/, the other 397 to heldout/<digit>/. Prints one line per backend (epochs,
-training time, held-out top-1 of the final weights) and writes DIR/results.json.
+training time, held-out top-1 of the final weights) and writes DIR/results-seed<N>.json.
 """
 
 from __future__ import annotations
@@ -48,15 +48,17 @@ def main():
     p.add_argument("--backends", default="tensorflow,jax,torch")
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--model", default="se_resnet18")
+    p.add_argument("--seed", type=int, default=0, help="senet train's --seed (its default: 0)")
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="senet-digits-"))
     if not (work / "train").is_dir():
         write_digits(work)
     results = {}
     for backend in args.backends.split(","):
-        out = work / f"run-{backend}"
+        out = work / f"run-{backend}-seed{args.seed}"
         start = time.monotonic()
-        r = senet("train", work / "train", "--model", args.model, "--output", out, backend=backend)
+        r = senet("train", work / "train", "--model", args.model, "--output", out,
+                  "--seed", args.seed, backend=backend)
         seconds = time.monotonic() - start
         if r.returncode:
             print(f"{backend}: senet train failed:\n{r.stderr[-2000:]}")
@@ -68,7 +70,8 @@ def main():
             continue
         summary = json.loads((out / "summary.json").read_text())
         held = json.loads((out / "heldout.json").read_text())
-        results[backend] = {"epochs": summary["epochs"], "train_seconds": summary["seconds_total"],
+        results[backend] = {"seed": args.seed, "epochs": summary["epochs"],
+                            "train_seconds": summary["seconds_total"],
                             "wall_seconds": round(seconds, 1), "heldout_top1": held["top1"],
                             "final_train_accuracy": summary["final"]["accuracy"],
                             "images_per_s": round(1400 * summary["epochs"] /
@@ -77,8 +80,8 @@ def main():
         print(f"{backend:10s} {args.model}: {row['epochs']} epochs, {row['train_seconds']:.0f} s "
               f"training ({row['wall_seconds']:.0f} s with start-up), held-out top-1 "
               f"{row['heldout_top1']:.2f}% (397 digits)", flush=True)
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {work / 'results.json'}")
+    (work / f"results-seed{args.seed}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {work / f'results-seed{args.seed}.json'}")
 
 
 if __name__ == "__main__":
