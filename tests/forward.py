@@ -1,5 +1,5 @@
 """One forward pass in inference mode, as numpy, at the backend's fastest for a test: a direct
-call on TensorFlow and PyTorch (no tf.function tracing, seconds on a large net), `predict` on
+call on TensorFlow and PyTorch (no tf.function to trace), `predict` on
 JAX (one XLA program instead of op-by-op dispatch)."""
 
 import keras

@@ -14,6 +14,7 @@ import keras
 import senet
 from senet.imagenet import devkit_to_sorted
 from senet.conversion import convert
+from senet.engines import softmax
 
 import caffe_reference as ref
 from forward import forward
@@ -73,9 +74,7 @@ def test_converted_model_matches_caffe(name, caffe_files):
     if name in FAST:  # the model's own softmax head (the same layer on every net)
         probs = forward(senet.create_model(name, weights=out), x)
     else:  # one build of a large net: the probabilities of its logits, in float64
-        z = logits.astype(np.float64)
-        probs = np.exp(z - z.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
+        probs = softmax(logits.astype(np.float64))
 
     dp = np.abs(probs - probs_cv[:, perm]).max()
     dl = np.abs(logits - logits_cv[:, perm]).max()
