@@ -327,7 +327,8 @@ def test_damaged_index_fails_crc(small_checkpoint):
         read_checkpoint(small_checkpoint)
 
 
-@pytest.mark.parametrize("content", [b"", b"abc", os.urandom(200), b"\0" * 4096])
+@pytest.mark.parametrize("content", [b"", b"abc", np.random.default_rng(0).bytes(200), b"\0" * 4096],
+                         ids=["empty", "abc", "random", "zeros"])
 def test_garbage_or_empty_index(small_checkpoint, content):
     _index(small_checkpoint).write_bytes(content)
     with pytest.raises(TF1CheckpointError, match=r"model\.ckpt\.index.*not a TensorFlow"):
