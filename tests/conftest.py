@@ -25,14 +25,24 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow tests (the large nets) need --runslow, and run on TensorFlow only: the JAX and
+    """Slow tests need --runslow: the large nets, and the jobs that run a real engine, runtime
+    or child process for 10 s and more (engine builds, ONNX/TFLite exports, cache stress,
+    training runs, the benchmark). Those run on TensorFlow only: the JAX and
     PyTorch runs check every block kind on tiny rows and one or two full-size nets per file,
     so a large net there re-proves the same layers at the cost of minutes of XLA compilation.
     SENET_SLOW_ON_ALL_BACKENDS=1 runs them everywhere (how the README's tables were measured)."""
-    if not (config.getoption("--runslow") or "slow" in (config.getoption("-m") or "")):
+    runslow = config.getoption("--runslow") or "slow" in (config.getoption("-m") or "")
+    other_backend = os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow"
+    if other_backend and not runslow:
+        # The quick run checks JAX and PyTorch on the tiny rows (test_models, test_train);
+        # the reference comparisons there build full-size nets and wait for --runslow.
+        later = pytest.mark.skip(reason="references on JAX/PyTorch: run with --runslow")
+        for item in items:
+            if "references" in item.keywords:
+                item.add_marker(later)
+    if not runslow:
         skip = pytest.mark.skip(reason="slow: run with --runslow")
-    elif (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow"
-          and not os.environ.get("SENET_SLOW_ON_ALL_BACKENDS")):
+    elif other_backend and not os.environ.get("SENET_SLOW_ON_ALL_BACKENDS"):
         skip = pytest.mark.skip(reason="slow: TensorFlow only (SENET_SLOW_ON_ALL_BACKENDS=1)")
     else:
         return

@@ -21,6 +21,7 @@ def assert_timed(entry):
     assert entry["gflops_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_json_default_path_peers_and_plot(tmp_path, monkeypatch):
     monkeypatch.setenv("SENET_HOME", str(tmp_path / "home"))
     proc = run("benchmark", "--model", "se_resnet18", "--batch-size", "1,2", "--iters", "2",
@@ -45,6 +46,7 @@ def test_benchmark_json_default_path_peers_and_plot(tmp_path, monkeypatch):
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_other_backend_is_measured_in_a_child_process():
     """Keras is imported here already, so another backend needs a fresh interpreter."""
     other = "jax" if keras.backend.backend() != "jax" else "torch"

@@ -19,7 +19,7 @@ from senet.engines import softmax
 import caffe_reference as ref
 from forward import forward
 
-pytestmark = pytest.mark.backends
+pytestmark = [pytest.mark.backends, pytest.mark.references]
 
 NETS = {
     "se_bn_inception": "SE-BN-Inception",

@@ -254,6 +254,7 @@ def test_iter_batches_keeps_order_and_reports_failures(tmp_path):
 
 # --------------------------------------------------------------------------- senet predict
 
+@pytest.mark.slow
 def test_predict_every_format_gives_the_known_answer(work, photos):
     d = work / "predict"
     d.mkdir()
@@ -400,6 +401,7 @@ def val(work):
     return folders, flat
 
 
+@pytest.mark.slow
 def test_evaluate_wnid_folders_counts_exactly(work, val):
     """Also the smoke test of `senet evaluate` in a fresh interpreter."""
     r = run_senet("evaluate", "val_folders", "--weights", "rig.weights.h5", "--batch-size", 5,
@@ -417,6 +419,7 @@ def test_evaluate_wnid_folders_counts_exactly(work, val):
     assert "(7/12)" in r.stdout and "(9/12)" in r.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_flat_folder_with_label_files(work, val):
     r = run_senet("evaluate", "val_flat", "--labels", "val_devkit.txt", "--weights",
                   "rig.weights.h5", "--json", "flat.json", cwd=work)

@@ -20,6 +20,8 @@ from senet import engines
 from senet.errors import ExportError
 from senet.weights import native
 
+# Every test here builds an engine (or trains the digits model they share): --runslow.
+pytestmark = pytest.mark.slow
 pytest.importorskip("sklearn")
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -99,7 +101,6 @@ def test_float32_engines_match_keras(engine, digits, senet_home):
         assert predictor.report["max_abs_diff"] <= 1e-4 * max(1, np.abs(logits).max())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["openvino", "keras"])
 def test_bfloat16_agrees_with_float32(engine, digits, senet_home):
     path, xh, _, _ = digits
@@ -109,7 +110,6 @@ def test_bfloat16_agrees_with_float32(engine, digits, senet_home):
     assert agreement >= 0.98, agreement
 
 
-@pytest.mark.slow
 def test_int8_is_calibrated_checked_and_cached(digits, senet_home):
     path, xh, y, calib = digits
     predictor = senet.inference("se_resnet18", weights=str(path), engine="openvino",
@@ -123,7 +123,6 @@ def test_int8_is_calibrated_checked_and_cached(digits, senet_home):
                             batch_size=16, calibration=calib)
 
 
-@pytest.mark.slow
 def test_int8_below_the_threshold_is_refused_and_nothing_cached(digits, fresh_home, tmp_path):
     """Calibrated on blank images, the ranges do not fit digits: the held-out digits (the last
     quarter of the sorted files) disagree, and the model is refused."""

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="export traces with the TensorFlow backend")
 SIZE = 96
 SUFFIX = {"savedmodel": "", "onnx": ".onnx", "tflite": ".tflite"}
+# ONNX and TFLite are converted and run by their own runtimes (10-25 s each): --runslow.
+FORMAT_CASES = [pytest.param(f, marks=() if f == "savedmodel" else pytest.mark.slow, id=f)
+                for f in export.FORMATS]
 
 
 def needs(fmt):
@@ -86,7 +89,7 @@ def assert_reproduces(path, fmt, name, weights, batch_sizes, logits=False):
         assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
-@pytest.mark.parametrize("fmt", export.FORMATS)
+@pytest.mark.parametrize("fmt", FORMAT_CASES)
 def test_plain_convs_export_reproduces_keras(fmt, weights_file, tmp_path):
     needs(fmt)
     name = "se_resnet18"
@@ -101,7 +104,7 @@ def test_plain_convs_export_reproduces_keras(fmt, weights_file, tmp_path):
     assert os.listdir(tmp_path) == [os.path.basename(path)]  # no temporary left behind
 
 
-@pytest.mark.parametrize("fmt", export.FORMATS)
+@pytest.mark.parametrize("fmt", FORMAT_CASES)
 def test_grouped_convs_export_from_the_command_line(fmt, weights_file, tmp_path):
     needs(fmt)
     name = "se_resnext26_32x4d"

@@ -249,6 +249,7 @@ def _predictions(out):
     return [json.loads(l)["predictions"][0] for l in out.splitlines() if l.startswith("{")]
 
 
+@pytest.mark.slow
 def test_two_processes_fill_the_cache_once(hub_server, home, published_file):
     _serve(hub_server, published_file, "throttle")
     procs = [_child(hub_server, home, published_file) for _ in range(2)]
@@ -261,6 +262,7 @@ def test_two_processes_fill_the_cache_once(hub_server, home, published_file):
     assert leftovers(home / "converted") == [f"{KEY}-{sha(published_file)[:12]}.weights.h5"]
 
 
+@pytest.mark.slow
 def test_a_download_killed_midway_recovers_on_the_next_run(hub_server, home, published_file):
     _serve(hub_server, published_file, "throttle")
     p = _child(hub_server, home, published_file)
@@ -281,6 +283,7 @@ def test_a_download_killed_midway_recovers_on_the_next_run(hub_server, home, pub
     assert len(_predictions(out)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["download", "conversion"])
 def test_a_full_disk_fails_in_one_line_and_the_next_run_recovers(hub_server, home,
                                                                   published_file, stage):

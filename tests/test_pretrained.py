@@ -22,7 +22,7 @@ from senet import catalogue
 from senet.errors import DownloadError, HashMismatchError
 from senet.variants import VARIANTS
 
-pytestmark = pytest.mark.backends
+pytestmark = [pytest.mark.backends, pytest.mark.references]
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 

@@ -48,6 +48,7 @@ def save_tf1_checkpoint(prefix, arrays):
             return saver.save(sess, prefix, global_step=0)
 
 
+@pytest.mark.slow
 def test_tf1_checkpoint_round_trips_to_caffe_outputs(tmp_path):
     proto = os.path.join(ref.MODELS_DIR, "SE-ResNet-50.prototxt")
     layers = ref.random_caffemodel(proto, tmp_path / "m.caffemodel", seed=0)

@@ -16,7 +16,7 @@ from senet.conversion import convert, read
 from senet.variants import VARIANTS, tiny
 from senet.weights.torch_format import read_state_dict
 
-pytestmark = pytest.mark.backends
+pytestmark = [pytest.mark.backends, pytest.mark.references]
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 

@@ -349,7 +349,9 @@ def test_seeds_are_what_the_frameworks_write_and_read(tmp_path):
 
 @pytest.fixture
 def quick_probe(monkeypatch):
-    monkeypatch.setattr(native, "PROBE_SECONDS", 2.0)
+    """A short probe limit, yet one a loaded machine (the suite runs three test processes on
+    two cores) meets on a sound or crashing file."""
+    monkeypatch.setattr(native, "PROBE_SECONDS", 4.0)
 
 
 def _keras_file(tmp_path, how=None):
@@ -384,7 +386,7 @@ def test_keras_file_that_hangs_hdf5_is_refused_in_time(tmp_path, quick_probe):
         senet.create_model("se_resnet18", weights=path)
     assert time.monotonic() - start < 10
     message = wf.check_message(info.value, path)
-    assert "did not finish reading this file in 2 s" in message
+    assert "did not finish reading this file in 4 s" in message
 
 
 def test_keras_file_that_crashes_hdf5_is_refused(tmp_path, quick_probe):
@@ -534,7 +536,7 @@ def test_predict_refuses_a_keras_file_that_hangs_hdf5(tmp_path, quick_probe):
     path = _keras_file(tmp_path, "sibling")
     start = time.monotonic()
     result = senet_cli("predict", PHOTO, "--model", "se_resnet18", "--weights", path)
-    one_line_error(result, "predict", path, "did not finish reading this file in 2 s")
+    one_line_error(result, "predict", path, "did not finish reading this file in 4 s")
     assert time.monotonic() - start < 10
 
 
