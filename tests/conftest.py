@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config, items):
     PyTorch runs check every block kind on tiny rows and one or two full-size nets per file,
     so a large net there re-proves the same layers at the cost of minutes of XLA compilation.
     SENET_SLOW_ON_ALL_BACKENDS=1 runs them everywhere (how the README's tables were measured)."""
-    runslow = config.getoption("--runslow") or "slow" in (config.getoption("-m") or "")
+    marks = config.getoption("-m") or ""
+    runslow = config.getoption("--runslow") or ("slow" in marks and "not slow" not in marks)
     other_backend = os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow"
     if other_backend and not runslow:
         # The quick run checks JAX and PyTorch on the tiny rows (test_models, test_train);

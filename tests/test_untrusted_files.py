@@ -349,7 +349,7 @@ def test_seeds_are_what_the_frameworks_write_and_read(tmp_path):
 
 @pytest.fixture
 def quick_probe(monkeypatch):
-    """A short probe limit, yet one a loaded machine (the suite runs three test processes on
+    """A short probe limit, yet one a loaded machine (tests/run.sh runs four test processes on
     two cores) meets on a sound or crashing file."""
     monkeypatch.setattr(native, "PROBE_SECONDS", 4.0)
 
