@@ -196,3 +196,32 @@ def test_keras_weights_file_from_save_weights_loads(tmp_path):
     x = np.random.default_rng(5).normal(size=(1, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
                                keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
+@pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
+def test_keras_engine_forward_on_torch_equals_the_model(name):
+    """The Keras engine on PyTorch calls each layer's `call` itself (no `Layer.__call__`):
+    the same outputs as the model, for classifiers (dropout off), feature maps and a mixed
+    precision model (which keeps Keras' own path)."""
+    from senet import engines
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 64, 96, 3)).astype("float32")
+    for kwargs in ({"classes": 5}, {"features_only": True}):
+        model = senet.build(tiny(name), input_shape=(64, 96, 3), **kwargs)
+        model.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32")
+                           if "variance" in v.path else w
+                           for v, w in zip(model.weights, model.get_weights())])
+        forward = engines._torch_forward(model)
+        want = keras.tree.flatten(model(x, training=False))
+        got = keras.tree.flatten(forward(x))
+        assert len(got) == len(want) == (4 if "features_only" in kwargs else 1)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(g),
+                                          keras.ops.convert_to_numpy(w))
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        assert engines._torch_forward(senet.build(tiny(name), input_shape=(64, 96, 3))) is None
+    finally:
+        keras.config.set_dtype_policy("float32")
