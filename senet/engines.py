@@ -272,17 +272,21 @@ def _torch_forward(model):
 def _in_place_ops(model, torch):
     """{layer: in-place call} for the ReLU / Add / Multiply layers that may overwrite their
     first input: read by that layer alone, not a model input or output, same shape as the
-    result (no broadcast into it)."""
+    result (no broadcast into it), and made by a layer whose output is its own memory (not a
+    view or the unchanged input of a Reshape or Dropout, which another reader may share)."""
     import collections
     import functools
 
     import keras
 
+    from senet import blocks
+
+    owners = (blocks.Conv2D, blocks.BatchNormalization, keras.layers.ReLU, keras.layers.Add,
+              keras.layers.Multiply)
     readers = collections.Counter(id(t) for t in [*model.inputs, *model.outputs])
     for layer in model.layers:
         for node in layer._inbound_nodes:
             readers.update(id(t) for t in node.input_tensors)
-    relu = functools.partial(torch.relu_)
     out = {}
     for layer in model.layers:
         if len(layer._inbound_nodes) != 1:
@@ -290,12 +294,13 @@ def _in_place_ops(model, torch):
         node = layer._inbound_nodes[0]
         first = node.input_tensors[0] if node.input_tensors else None
         if first is None or readers[id(first)] != 1 or len(node.outputs) != 1 \
-                or tuple(first.shape) != tuple(node.outputs[0].shape):
+                or tuple(first.shape) != tuple(node.outputs[0].shape) \
+                or not isinstance(first._keras_history.operation, owners):
             continue
         kind = type(layer)
         if kind is keras.layers.ReLU and layer.max_value is None and not layer.negative_slope \
                 and not layer.threshold:
-            out[layer] = relu
+            out[layer] = torch.relu_
         elif kind is keras.layers.Add:
             out[layer] = lambda xs: functools.reduce(lambda a, b: a.add_(b), xs[1:], xs[0])
         elif kind is keras.layers.Multiply:
