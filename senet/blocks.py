@@ -11,6 +11,9 @@ differs from Keras' 'same' (strided convs), so every backend computes the refere
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 from keras import layers
 
@@ -46,6 +49,15 @@ class Conv2D(layers.Conv2D):
       with block-diagonal kernels (see there).
     Other cases are Keras' own.
     """
+
+    def build(self, input_shape):
+        if not _WEIGHTS_TO_COME.get():
+            return super().build(input_shape)
+        init, self.kernel_initializer = self.kernel_initializer, keras.initializers.Zeros()
+        try:
+            super().build(input_shape)
+        finally:
+            self.kernel_initializer = init  # the config keeps the real initializer
 
     def convolution_op(self, inputs, kernel):
         backend = keras.backend.backend()
@@ -98,6 +110,22 @@ class Conv2D(layers.Conv2D):
             outs.append(lax.conv_general_dilated(x, k, self.strides, self.padding.upper(),
                                                  dimension_numbers=layout))
         return outs[0] if chunks == 1 else lax.concatenate(outs, axis)
+
+
+_WEIGHTS_TO_COME = contextvars.ContextVar("senet_weights_to_come", default=False)
+
+
+@contextlib.contextmanager
+def weights_to_come():
+    """Convolution kernels built in this context start as zeros, not random: the caller
+    loads every one of them next. Drawing them costs more than the rest of building a model
+    (SENet-154 on TensorFlow: 5.8 of 7.5 s), and on JAX each new kernel shape compiles a
+    random-number program first."""
+    token = _WEIGHTS_TO_COME.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_TO_COME.reset(token)
 
 
 def grouped_chunks(groups: int, in_per_group: int) -> int:

@@ -9,6 +9,8 @@ points over it.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import layers
 
@@ -106,11 +108,13 @@ def build(variant, include_top=True, weights=None, input_tensor=None, input_shap
     x = img_input
     if resolved and resolved.meta.get("input", "caffe") != "caffe":
         x = imagenet.input_adapter(resolved.meta["input"])(x)
-    x = blocks.stem(x, variant)
-    if variant.family == "inception":
-        features = blocks.inception_body(x, INCEPTION_MODULES)
-    else:
-        features = blocks.residual_stages(x, variant)
+    # With weights, every convolution is loaded below (or the load fails): no random draws.
+    with blocks.weights_to_come() if resolved is not None else contextlib.nullcontext():
+        x = blocks.stem(x, variant)
+        if variant.family == "inception":
+            features = blocks.inception_body(x, INCEPTION_MODULES)
+        else:
+            features = blocks.residual_stages(x, variant)
     x = features[-1]
 
     if features_only:

@@ -198,6 +198,28 @@ def test_keras_weights_file_from_save_weights_loads(tmp_path):
                                keras.ops.convert_to_numpy(model(x)), atol=1e-6)
 
 
+def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path):
+    """With weights, convolutions are built as zeros (not drawn: the file replaces them);
+    the classifier of a fine-tuning model (other classes) is still drawn at random, and the
+    layers' configs keep their real initializers."""
+    from senet.weights import native
+
+    source = senet.SEResNet18(classes=7, input_shape=(64, 64, 3))
+    path = tmp_path / "seven.weights.h5"
+    native.save(path, {l.name: l.get_weights() for l in source.layers if l.weights},
+                {"model": "se_resnet18", "classes": 7, "input": "caffe"})
+    tuned = senet.SEResNet18(classes=3, input_shape=(64, 64, 3), weights=str(path))
+    kernels = [(a, b) for a, b in zip(source.layers, tuned.layers)
+               if isinstance(b, keras.layers.Conv2D)]
+    assert len(kernels) > 20
+    for a, b in kernels:
+        assert a.get_weights()[0].std() > 0  # without weights: drawn
+        np.testing.assert_array_equal(b.get_weights()[0], a.get_weights()[0])
+        assert b.get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+    head = keras.ops.convert_to_numpy(tuned.get_layer("classifier").kernel)
+    assert head.shape == (512, 3) and head.std() > 0.01
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
 @pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
 def test_keras_engine_forward_on_torch_equals_the_model(name):
