@@ -278,7 +278,7 @@ def test_predict_every_format_gives_the_known_answer(work, photos):
     good = [f"predict/{n}" for n in [*exact, *lossy]] + photos
     names = good[:6] + [f"predict/{n}" for n in bad] + good[6:]
 
-    r = run_senet("predict", *names, "--weights", "rig.weights.h5", "--json", "--batch-size", 4,
+    r = run_senet("predict", *names, "--weights", "rig.weights.h5", "--json", "--batch-size", 2,
                   cwd=work)
     assert r.returncode == 1, r.stderr
     errors = error_lines(r, "predict")
@@ -404,7 +404,7 @@ def val(work):
 @pytest.mark.slow
 def test_evaluate_wnid_folders_counts_exactly(work, val):
     """Also the smoke test of `senet evaluate` in a fresh interpreter."""
-    r = run_senet("evaluate", "val_folders", "--weights", "rig.weights.h5", "--batch-size", 5,
+    r = run_senet("evaluate", "val_folders", "--weights", "rig.weights.h5", "--batch-size", 2,
                   "--json", "out/result.json", cwd=work, subprocess=True)
     assert r.returncode == 1, r.stderr  # the broken file
     (error,) = error_lines(r, "evaluate")
