@@ -102,9 +102,11 @@ def _per_image(layer):
 
 def model_flops(name, size) -> int:
     """FLOPs per image of architecture `name` at `size` px (counted on a built model)."""
+    from senet.blocks import weights_to_come
     from senet.models import create_model
 
-    return flops(create_model(name, input_shape=image_shape(size)))
+    with weights_to_come():  # only its shapes are used
+        return flops(create_model(name, input_shape=image_shape(size)))
 
 
 # --------------------------------------------------------------------------- timing

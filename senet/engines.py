@@ -205,6 +205,7 @@ def _keras_runner(spec, model, precision):
     import keras
 
     from senet.bench import image_shape
+    from senet.blocks import weights_to_come
     from senet.models import create_model
 
     if model is None or precision != "float32" or model.input_shape[1] != spec["size"]:
@@ -213,8 +214,9 @@ def _keras_runner(spec, model, precision):
         keras.config.set_dtype_policy(policy)
         try:
             if model is not None:  # same weights, another size or precision
-                fresh = create_model(spec["arch"], input_shape=image_shape(spec["size"]),
-                                     classes=model.output_shape[-1])
+                with weights_to_come():
+                    fresh = create_model(spec["arch"], input_shape=image_shape(spec["size"]),
+                                         classes=model.output_shape[-1])
                 fresh.set_weights(model.get_weights())
                 model = fresh
             else:
