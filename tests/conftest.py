@@ -30,10 +30,17 @@ def pytest_collection_modifyitems(config, items):
     training runs, the benchmark). Those run on TensorFlow only: the JAX and
     PyTorch runs check every block kind on tiny rows and one or two full-size nets per file,
     so a large net there re-proves the same layers at the cost of minutes of XLA compilation.
-    SENET_SLOW_ON_ALL_BACKENDS=1 runs them everywhere (how the README's tables were measured)."""
+    SENET_SLOW_ON_ALL_BACKENDS=1 runs them everywhere (how the README's tables were measured).
+    Tests marked one_backend check backend-independent logic (tags, hashes, class orders,
+    timm's own parameter counts) inside backends modules: TensorFlow runs them."""
     marks = config.getoption("-m") or ""
     runslow = config.getoption("--runslow") or ("slow" in marks and "not slow" not in marks)
     other_backend = os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow"
+    if other_backend:
+        same = pytest.mark.skip(reason="backend-independent: checked on TensorFlow")
+        for item in items:
+            if "one_backend" in item.keywords:
+                item.add_marker(same)
     if other_backend and not runslow:
         # The quick run checks JAX and PyTorch on the tiny rows (test_models, test_train);
         # the reference comparisons there build full-size nets and wait for --runslow.

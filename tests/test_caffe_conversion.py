@@ -88,6 +88,7 @@ def test_converted_model_matches_caffe(name, caffe_files):
     assert (logits.argmax(1) == logits_cv[:, perm].argmax(1)).all()
 
 
+@pytest.mark.one_backend
 def test_devkit_class_order_keeps_caffe_outputs(caffe_files, tmp_path):
     proto, model_file, _ = caffe_files("se_resnet50")
     x = images(2, seed=3)

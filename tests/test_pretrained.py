@@ -114,6 +114,7 @@ def test_default_weights_give_timms_logits_and_features(name, publish, hub_serve
     assert hub_server.full[f"{entry.hub}/{entry.file}"] == 1  # downloaded once, converted once
 
 
+@pytest.mark.one_backend
 def test_a_tag_by_name_and_by_arch_tag(publish, hub_server, home):
     reference = random_timm_model("seresnet50", seed=6)
     publish("seresnet50.a3_in1k", reference)
@@ -156,6 +157,7 @@ def test_imagenet_12k_head(publish, hub_server, home):
     assert decoded[0][0][0] == table[int(np.argmax(want[0]))]
 
 
+@pytest.mark.one_backend
 def test_pinned_sha256_mismatch_is_rejected_and_nothing_cached(hub_server, home, tmp_path):
     key = "seresnext26d_32x4d.bt_in1k"  # pinned in the catalogue: the real file's sha256
     entry = catalogue.CATALOGUE[key]
@@ -168,6 +170,7 @@ def test_pinned_sha256_mismatch_is_rejected_and_nothing_cached(hub_server, home,
     assert blobs == [], blobs  # nothing of the wrong file stays in the Hub cache either
 
 
+@pytest.mark.one_backend
 def test_declared_sha256_mismatch_is_rejected(publish, hub_server, home, monkeypatch):
     """An unpinned entry is checked against the sha256 the Hub declares (its ETag)."""
     key = "seresnet50.a1_in1k"
@@ -179,6 +182,7 @@ def test_declared_sha256_mismatch_is_rejected(publish, hub_server, home, monkeyp
         senet.create_model(key, weights="imagenet")
 
 
+@pytest.mark.one_backend
 def test_legacy_weights_fall_back_to_the_release_url(hub_server, home, monkeypatch, tmp_path):
     """The 2017 weights: no Hub copy answers, so the GitHub release file is fetched."""
     key = "se_resnet18.in1k"
@@ -198,6 +202,7 @@ def test_legacy_weights_fall_back_to_the_release_url(hub_server, home, monkeypat
     assert hub_server.full[name] == 1
 
 
+@pytest.mark.one_backend
 def test_no_network_gives_one_line_with_the_offline_route(home, no_retry_wait):
     with pytest.raises(DownloadError) as err:
         senet.create_model("seresnet50", weights="imagenet")
@@ -207,11 +212,13 @@ def test_no_network_gives_one_line_with_the_offline_route(home, no_retry_wait):
     assert "senet convert model.safetensors --model seresnet50.a1_in1k" in text
 
 
+@pytest.mark.one_backend
 def test_se_bn_inception_has_no_download():
     with pytest.raises(DownloadError, match="senet convert SE-BN-Inception.caffemodel"):
         senet.SEBNInception(weights="imagenet")
 
 
+@pytest.mark.one_backend
 def test_unknown_tags_get_suggestions():
     with pytest.raises(ValueError, match="seresnet50.a2_in1k"):
         senet.create_model("seresnet50", weights="seresnet50.a2_in1kk")
@@ -219,6 +226,7 @@ def test_unknown_tags_get_suggestions():
         senet.create_model("senet154", weights="senet154.gluon_in1k")
 
 
+@pytest.mark.one_backend
 def test_offline_route_convert_by_hand_keeps_the_tags_preprocessing(tmp_path, home):
     """`senet convert model.safetensors --model ARCH.TAG` (a file fetched by hand), then
     predict with it: the tag's size, crop and interpolation are used (bicubic, crop 1.0,

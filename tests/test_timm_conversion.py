@@ -88,6 +88,7 @@ def test_every_modern_block_kind_converts_exactly(name, tmp_path):
     _check(adapted, reference, rgb_images(2, (97, 129)), v.name, "safetensors")
 
 
+@pytest.mark.one_backend
 def test_reader_matches_torch_load(tmp_path):
     model = random_timm_model("se_resnet18")
     pth = tmp_path / "m.pth"
@@ -97,6 +98,7 @@ def test_reader_matches_torch_load(tmp_path):
         np.testing.assert_array_equal(arrays[k], v.numpy())
 
 
+@pytest.mark.one_backend
 def test_parameter_counts_equal_timms():
     """The table's counts are timm's (test_models checks them against the built models)."""
     from timm_reference import timm_model
@@ -108,6 +110,7 @@ def test_parameter_counts_equal_timms():
             assert n == v.params, name
 
 
+@pytest.mark.one_backend
 def test_wrong_architecture_is_named(tmp_path):
     pth = save(random_timm_model("se_resnet18"), tmp_path / "r18.pth", "zip")
     with pytest.raises(ValueError, match=r"missing layer1\.0\.conv3\.weight"):
