@@ -283,7 +283,7 @@ def _shortcut(x, variant, p, out, strides):
             # PyTorch's AvgPool2d(2, ceil_mode=True, count_include_pad=False): Keras' 'same'
             # pads the odd edge after and leaves the padding out of the average, the same.
             x = AveragePooling2D(2, strides=strides, padding="same",
-                                        name=f"{p}_1x1_proj_pool")(x)
+                                 name=f"{p}_1x1_proj_pool")(x)
         return conv_bn(x, out, 1, f"{p}_1x1_proj", relu=False)
     k = variant.proj_kernel if strides > 1 else 1
     return conv_bn(x, out, k, f"{p}_1x1_proj", strides=strides, relu=False)
@@ -358,7 +358,7 @@ def inception_module(x, spec):
                             relu_name=f"{p}/relu_double3x3b"))
     if reduce:
         branches.append(MaxPooling2D(3, strides=2, padding="same",
-                                            name=keras_name(f"{p}/pool/3x3_s2"))(x))
+                                     name=keras_name(f"{p}/pool/3x3_s2"))(x))
     else:
         if pool == "avg":
             # Caffe's padded average pool divides by 9 at the borders too (padding counts).
