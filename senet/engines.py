@@ -247,7 +247,9 @@ def _torch_forward(model):
     first input has no other reader (a fresh 50 MB activation costs page faults: an
     out-of-place ReLU at batch 16 took 6x an in-place one). Only for float32 layers:
     `__call__` is what casts to a mixed policy's compute dtype. None (Keras'
-    `predict_on_batch`) where the graph is not there.
+    `predict_on_batch`) where the graph is not there. It leans on Keras internals (3.15):
+    without `_call_has_training_arg` layers get their default `training` (inference for
+    BatchNorm and Dropout).
     """
     import keras
     import torch
@@ -255,7 +257,10 @@ def _torch_forward(model):
     if not hasattr(model, "_run_through_graph") or any(
             layer.compute_dtype != "float32" for layer in model.layers):
         return None
-    in_place = _in_place_ops(model, torch)
+    try:
+        in_place = _in_place_ops(model, torch)
+    except AttributeError:  # Keras' graph internals (nodes, histories) moved: nothing in place
+        in_place = {}
 
     def op_fn(op):
         if op in in_place:
