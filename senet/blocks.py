@@ -118,9 +118,9 @@ _WEIGHTS_TO_COME = contextvars.ContextVar("senet_weights_to_come", default=False
 @contextlib.contextmanager
 def weights_to_come():
     """Convolution kernels built in this context start as zeros, not random: for a model
-    whose weights are loaded next, or whose shapes alone are used. The random draws cost
-    most of building a model (on JAX each kernel shape compiles a random-number program
-    first: SE-ResNeXt-50 builds in 2.2 s instead of 7.6)."""
+    whose weights are loaded next, or whose shapes alone are used. The random draws would
+    be wasted there, and they are not cheap (on JAX each kernel shape first compiles a
+    random-number program)."""
     token = _WEIGHTS_TO_COME.set(True)
     try:
         yield
@@ -180,10 +180,9 @@ class BatchNormalization(layers.BatchNormalization):
 
 class _ViewPooling:
     """A 2-D pool that, on the PyTorch backend with 'valid' padding, pools the NHWC tensor
-    as it is. Keras copies the input to NCHW and pools there (its output then reaches the
-    next conv in the wrong memory layout); an NHWC tensor is an NCHW one in channels_last
-    memory, which PyTorch's pools take as it is: the stem's max pool ran 11x faster at
-    batch 16 (53.7 -> 4.7 ms)."""
+    as it is. Keras copies the input to NCHW and pools there, slowly, and its output then
+    reaches the next conv in the wrong memory layout; an NHWC tensor is an NCHW one in
+    channels_last memory, which PyTorch's pools take as it is."""
 
     _torch_op = ""  # the torch.nn.functional pool
 

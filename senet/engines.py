@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -240,16 +241,15 @@ def _torch_forward(model):
     """Inference on the PyTorch backend without Keras' per-layer `__call__`, or None.
 
     Eager PyTorch runs Keras' `Layer.__call__` (input conversion and checks, dtype policy,
-    name scopes, call context) around every layer, about 0.6 ms a layer here: SE-ResNet-50's
-    273 layers at batch 1 took 260 ms where their `call`s took 83 (32 px, one core). This walks
-    the same functional graph (Keras' own `_run_through_graph`) calling each layer's `call`
-    with `training=False`, and runs ReLU, Add and Multiply in place where the graph shows their
-    first input has no other reader (a fresh 50 MB activation costs page faults: an
-    out-of-place ReLU at batch 16 took 6x an in-place one). Only for float32 layers:
-    `__call__` is what casts to a mixed policy's compute dtype. None (Keras'
-    `predict_on_batch`) where the graph is not there. It leans on Keras internals (3.15):
-    without `_call_has_training_arg` layers get their default `training` (inference for
-    BatchNorm and Dropout).
+    name scopes, call context) around every layer, each call, and at batch 1 that Python
+    work weighs as much as the kernels. This walks the same functional graph (Keras' own
+    `_run_through_graph`) calling each layer's `call` with `training=False`, and runs ReLU,
+    Add and Multiply in place where the graph shows their first input has no other reader
+    (a fresh activation of tens of MB costs page faults; an in-place op reuses the memory).
+    Only for float32 layers: `__call__` is what casts to a mixed policy's compute dtype.
+    None (Keras' `predict_on_batch`) where the graph is not there. It leans on Keras
+    internals (3.15): without `_call_has_training_arg` layers get their default `training`
+    (inference for BatchNorm and Dropout); without the nodes' attributes nothing runs in place.
     """
     import keras
     import torch
@@ -258,22 +258,23 @@ def _torch_forward(model):
             layer.compute_dtype != "float32" for layer in model.layers):
         return None
     try:
-        in_place = _in_place_ops(model, torch)
-    except AttributeError:  # Keras' graph internals (nodes, histories) moved: nothing in place
-        in_place = {}
-
-    def op_fn(op):
-        if op in in_place:
-            return in_place[op]
-        if getattr(op, "_call_has_training_arg", False):
-            return lambda *args, **kwargs: op.call(*args, **{**kwargs, "training": False})
-        return op.call
+        calls = _in_place_ops(model, torch)
+    except AttributeError:  # Keras' graph internals (nodes, histories) moved
+        calls = {}
+    for layer in model.layers:  # the callable of every layer, made once, not per batch
+        if layer not in calls and getattr(layer, "_call_has_training_arg", False):
+            calls[layer] = functools.partial(_inference_call, layer.call)
 
     def forward(x):
         with torch.inference_mode():
-            return model._run_through_graph(keras.ops.convert_to_tensor(x, "float32"), op_fn)
+            return model._run_through_graph(keras.ops.convert_to_tensor(x, "float32"),
+                                            lambda op: calls.get(op) or op.call)
 
     return forward
+
+
+def _inference_call(call, *args, **kwargs):
+    return call(*args, **{**kwargs, "training": False})
 
 
 def _in_place_ops(model, torch):
@@ -282,7 +283,6 @@ def _in_place_ops(model, torch):
     result (no broadcast into it), and made by a layer whose output is its own memory (not a
     view or the unchanged input of a Reshape or Dropout, which another reader may share)."""
     import collections
-    import functools
 
     import keras
 

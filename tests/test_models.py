@@ -198,7 +198,7 @@ def test_keras_weights_file_from_save_weights_loads(tmp_path):
                                keras.ops.convert_to_numpy(model(x)), atol=1e-6)
 
 
-def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path):
+def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path, monkeypatch):
     """With weights, convolutions are built as zeros (not drawn: the file replaces them);
     the classifier of a fine-tuning model (other classes) is still drawn at random, and the
     layers' configs keep their real initializers."""
@@ -208,7 +208,13 @@ def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path):
     path = tmp_path / "seven.weights.h5"
     native.save(path, {l.name: l.get_weights() for l in source.layers if l.weights},
                 {"model": "se_resnet18", "classes": 7, "input": "caffe"})
+    drawn = []
+    draw = keras.initializers.GlorotUniform.__call__
+    monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__",
+                        lambda self, shape, *a, **k: drawn.append(tuple(shape)) or
+                        draw(self, shape, *a, **k))
     tuned = senet.SEResNet18(classes=3, input_shape=(64, 64, 3), weights=str(path))
+    assert drawn == [(512, 3)]  # the new classifier only
     kernels = [(a, b) for a, b in zip(source.layers, tuned.layers)
                if isinstance(b, keras.layers.Conv2D)]
     assert len(kernels) > 20
@@ -236,6 +242,10 @@ def test_keras_engine_forward_on_torch_equals_the_model(name):
                            if "variance" in v.path else w
                            for v, w in zip(model.weights, model.get_weights())])
         forward = engines._torch_forward(model)
+        import torch
+
+        in_place = {type(l).__name__ for l in engines._in_place_ops(model, torch)}
+        assert {"ReLU", "Add"} <= in_place, in_place  # the path does work in place
         want = keras.tree.flatten(model(x, training=False))
         got = keras.tree.flatten(forward(x))
         assert len(got) == len(want) == (4 if "features_only" in kwargs else 1)
