@@ -2,10 +2,12 @@
 other flag, then `senet evaluate` on the held-out digits, on each Keras backend.
 
     python benchmarks/train_digits.py [--backends tensorflow,jax,torch] [--work DIR] [--seed N]
+                                      [--hflip P]
 
 The 1,797 digits (8x8, 0-16) are written as 32x32 greyscale PNGs (bilinear), the first 1,400
 to train/<digit>/, the other 397 to heldout/<digit>/. Prints one line per backend (epochs,
-training time, held-out top-1 of the final weights) and writes DIR/results-seed<N>.json.
+training time, held-out top-1 of the final weights) and writes DIR/results-seed<N>.json
+(results-seed<N>-hflip<P>.json with --hflip, senet train's flip probability; default 0.5).
 """
 
 from __future__ import annotations
@@ -49,16 +51,19 @@ def main():
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--model", default="se_resnet18")
     p.add_argument("--seed", type=int, default=0, help="senet train's --seed (its default: 0)")
+    p.add_argument("--hflip", type=float, default=None, help="senet train's --hflip (default 0.5)")
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="senet-digits-"))
     if not (work / "train").is_dir():
         write_digits(work)
     results = {}
+    run = f"seed{args.seed}" + ("" if args.hflip is None else f"-hflip{args.hflip:g}")
+    extra = [] if args.hflip is None else ["--hflip", args.hflip]
     for backend in args.backends.split(","):
-        out = work / f"run-{backend}-seed{args.seed}"
+        out = work / f"run-{backend}-{run}"
         start = time.monotonic()
         r = senet("train", work / "train", "--model", args.model, "--output", out,
-                  "--seed", args.seed, backend=backend)
+                  "--seed", args.seed, *extra, backend=backend)
         seconds = time.monotonic() - start
         if r.returncode:
             print(f"{backend}: senet train failed:\n{r.stderr[-2000:]}")
@@ -70,7 +75,8 @@ def main():
             continue
         summary = json.loads((out / "summary.json").read_text())
         held = json.loads((out / "heldout.json").read_text())
-        results[backend] = {"seed": args.seed, "epochs": summary["epochs"],
+        results[backend] = {"seed": args.seed, "hflip": 0.5 if args.hflip is None else args.hflip,
+                            "epochs": summary["epochs"],
                             "train_seconds": summary["seconds_total"],
                             "wall_seconds": round(seconds, 1), "heldout_top1": held["top1"],
                             "final_train_accuracy": summary["final"]["accuracy"],
@@ -80,8 +86,8 @@ def main():
         print(f"{backend:10s} {args.model}: {row['epochs']} epochs, {row['train_seconds']:.0f} s "
               f"training ({row['wall_seconds']:.0f} s with start-up), held-out top-1 "
               f"{row['heldout_top1']:.2f}% (397 digits)", flush=True)
-    (work / f"results-seed{args.seed}.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {work / f'results-seed{args.seed}.json'}")
+    (work / f"results-{run}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {work / f'results-{run}.json'}")
 
 
 if __name__ == "__main__":

@@ -217,13 +217,13 @@ def random_resized_crop_box(width, height, rng, scale=SCALE, ratio=RATIO):
     return left, top, left + w, top + h
 
 
-def train_transform(img, size, rng, scale=SCALE, ratio=RATIO, flip=True,
+def train_transform(img, size, rng, scale=SCALE, ratio=RATIO, hflip=0.5,
                     interpolation="bilinear") -> np.ndarray:
-    """Random-resized crop to size x size and a horizontal flip half the time; float32 RGB."""
+    """Random-resized crop to size x size, mirrored with probability `hflip`; float32 RGB."""
     box = random_resized_crop_box(img.size[0], img.size[1], rng, scale, ratio)
     out = np.asarray(img.resize((size, size), INTERPOLATIONS[interpolation], box=box),
                      dtype=np.float32)
-    if flip and rng.random() < 0.5:
+    if hflip > 0 and rng.random() < hflip:
         out = out[:, ::-1]
     return np.ascontiguousarray(out)
 
@@ -252,7 +252,7 @@ class Transform:
     interpolation: str = "bilinear"
     scale: tuple = SCALE
     ratio: tuple = RATIO
-    flip: bool = True
+    hflip: float = 0.5  # probability of a horizontal flip (0: never, e.g. digits and text)
 
 
 def _decoder(samples: Samples, transform: Transform, training: bool, seed: int,
@@ -269,7 +269,7 @@ def _decoder(samples: Samples, transform: Transform, training: bool, seed: int,
             if training:
                 rng = np.random.default_rng([seed, int(epoch), int(index)])
                 out = train_transform(img, transform.size, rng, transform.scale,
-                                      transform.ratio, transform.flip, transform.interpolation)
+                                      transform.ratio, transform.hflip, transform.interpolation)
             else:
                 out = eval_transform(img, transform.size, transform.crop_pct,
                                      transform.interpolation)

@@ -474,6 +474,8 @@ class Job:
     crop_pct: float | None = None
     interpolation: str | None = None
     scale_min: float | None = None  # default: data.default_scale_min(size)
+    hflip: float = 0.5  # horizontal-flip probability (the paper's 0.5; 0 where mirroring
+    #                     makes another class: digits, text)
     seed: int = 0
     precision: str = "float32"
     distribute: str = "auto"
@@ -617,8 +619,9 @@ def _train(job: Job) -> dict:
         if job.resume_epochs:  # a longer (or shorter) run than recorded
             recipe.epochs = job.resume_epochs
         for key in ("labels", "val", "val_labels", "val_split", "size", "crop_pct",
-                    "interpolation", "scale_min", "seed", "precision", "weights", "sync_bn"):
-            setattr(job, key, saved[key])
+                    "interpolation", "scale_min", "hflip", "seed", "precision", "weights",
+                    "sync_bn"):
+            setattr(job, key, saved.get(key, getattr(Job, key)))  # runs before a key existed
 
     # ---------------------------------------------------------------- data
     train_set = data.find_samples(job.data, job.labels)
@@ -634,7 +637,8 @@ def _train(job: Job) -> dict:
     transform = data.Transform(size=size, crop_pct=job.crop_pct or pre.get("crop_pct") or 0.875,
                                interpolation=job.interpolation or pre.get("interpolation")
                                or "bilinear",
-                               scale=(job.scale_min or data.default_scale_min(size), 1.0))
+                               scale=(job.scale_min or data.default_scale_min(size), 1.0),
+                               hflip=job.hflip)
     # recorded as resolved, so that --resume rebuilds exactly this pipeline
     job.size, job.crop_pct, job.interpolation = size, transform.crop_pct, transform.interpolation
     job.scale_min = transform.scale[0]

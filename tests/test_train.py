@@ -162,6 +162,7 @@ def test_options_are_checked_before_anything_runs(tmp_path):
     base = ["train", data, "--model", "se_resnet18", "--output", tmp_path / "o"]
     one_line_error(run(*base, "--accumulate", "3"), "train", "--accumulate 3 must divide")
     one_line_error(run(*base, "--size", "16"), "train", "--size must be at least 32")
+    one_line_error(run(*base, "--hflip", "1.5"), "train", "--hflip must be in [0, 1]")
     one_line_error(run(*base, "--model", "se_resnet19"), "train", "Unknown model name")
     assert not (tmp_path / "o").exists()
 

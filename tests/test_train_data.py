@@ -88,6 +88,22 @@ def test_random_resized_crop_stays_in_the_image_and_in_range():
     assert min(ratios) > 0.74 and max(ratios) < 1.35
 
 
+def test_hflip_is_the_probability_of_a_mirrored_crop():
+    """--hflip 0 never mirrors (digits: a mirrored 2 is no 2), 1 always, 0.5 about half."""
+    left_half_white = np.zeros((32, 32, 3), np.uint8)
+    left_half_white[:, :16] = 255
+    img = Image.fromarray(left_half_white)
+
+    def mirrored(p, n=400):
+        rng = np.random.default_rng(0)
+        outs = [data.train_transform(img, 32, rng, scale=(1, 1), ratio=(1, 1), hflip=p)
+                for _ in range(n)]
+        return np.mean([o[:, 0].mean() < o[:, -1].mean() for o in outs])
+
+    assert mirrored(0) == 0 and mirrored(1) == 1
+    assert 0.4 < mirrored(0.5) < 0.6
+
+
 def test_epochs_are_a_function_of_seed_and_epoch(tmp_path):
     """The same epoch gives the same batches however it is reached (the basis of an exact
     --resume); another epoch or seed gives others; every epoch has the same steps."""
