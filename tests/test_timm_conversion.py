@@ -14,6 +14,7 @@ import keras
 import senet
 from senet.conversion import convert, read
 from senet.variants import VARIANTS, tiny
+from senet.weights import native
 from senet.weights.torch_format import read_state_dict
 
 pytestmark = [pytest.mark.backends, pytest.mark.references]
@@ -29,13 +30,12 @@ FAST = ("se_resnet18", "se_resnet50", "se_resnext26_32x4d")
 
 
 def _legacy_cases():
-    """Every 2017 net in the zip format; the legacy pickle stream for the small nets and
-    SENet-154."""
+    """Every 2017 net in the zip format; the small nets and SENet-154 in the legacy pickle
+    stream as well (the same state dict, which must read to the same arrays)."""
     for name in LEGACY:
-        marks = () if name in FAST else pytest.mark.slow
-        yield pytest.param(name, "zip", marks=marks, id=f"{name}-zip")
-        if name in FAST or name == "senet154":
-            yield pytest.param(name, "legacy", marks=marks, id=f"{name}-legacy")
+        formats = ("zip", "legacy") if name in FAST or name == "senet154" else ("zip",)
+        yield pytest.param(name, formats, marks=() if name in FAST else pytest.mark.slow,
+                           id=name)
 
 
 def _record(name, fmt, diff, want):
@@ -55,18 +55,30 @@ def _check(model, reference, rgb, name, fmt):
     assert diff <= tolerance, f"max |logit diff| {diff:.2e} (logits up to {np.abs(want).max():.1f})"
 
 
-@pytest.mark.parametrize("name,fmt", list(_legacy_cases()))
-def test_converted_timm_legacy_checkpoint_gives_timm_logits(name, fmt, tmp_path):
+@pytest.mark.parametrize("name,formats", list(_legacy_cases()))
+def test_converted_timm_legacy_checkpoint_gives_timm_logits(name, formats, tmp_path):
+    """One reference, saved in each format and converted; the model built from the first
+    conversion gives timm's logits, and every other conversion holds the same arrays."""
     reference = random_timm_model(name, seed=1)
-    pth = save(reference, tmp_path / f"{name}.pth", fmt)
-    out = tmp_path / f"{name}.weights.h5"
-    meta = convert(pth, name, out)
-    assert meta["input"] == "torch" and meta["class_order"] == "sorted"
-    assert meta["layout"] == "timm_legacy"
-    model = senet.create_model(name, weights=str(out), classifier_activation=None)
+    converted = []
+    for fmt in formats:
+        pth = save(reference, tmp_path / f"{name}-{fmt}.pth", fmt)
+        out = tmp_path / f"{name}-{fmt}.weights.h5"
+        meta = convert(pth, name, out)
+        assert meta["input"] == "torch" and meta["class_order"] == "sorted"
+        assert meta["layout"] == "timm_legacy"
+        converted.append(native.read(out)[0])
+    for other in converted[1:]:
+        assert other.keys() == converted[0].keys()
+        for layer, arrays in converted[0].items():
+            assert len(other[layer]) == len(arrays)
+            for a, b in zip(arrays, other[layer]):
+                np.testing.assert_array_equal(a, b)
+    model = senet.create_model(name, weights=str(tmp_path / f"{name}-{formats[0]}.weights.h5"),
+                               classifier_activation=None)
     rgb = rgb_images(2)
     rgb[1] *= 0.4  # a darker second photo: SENet-154's pooled features barely tell the two apart
-    _check(model, reference, rgb, name, fmt)
+    _check(model, reference, rgb, name, "+".join(formats))
 
 
 @pytest.mark.parametrize("name", MODERN)
