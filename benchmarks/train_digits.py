@@ -86,7 +86,9 @@ def main():
         print(f"{backend:10s} {args.model}: {row['epochs']} epochs, {row['train_seconds']:.0f} s "
               f"training ({row['wall_seconds']:.0f} s with start-up), held-out top-1 "
               f"{row['heldout_top1']:.2f}% (397 digits)", flush=True)
-    (work / f"results-{run}.json").write_text(json.dumps(results, indent=2) + "\n")
+    path = work / f"results-{run}.json"  # other backends' results of the same run are kept
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**earlier, **results}, indent=2) + "\n")
     print(f"results: {work / f'results-{run}.json'}")
 
 
