@@ -86,7 +86,7 @@ class Conv2D(layers.Conv2D):
         sh, sw = self.strides
         if (sh, sw) != (1, 1):
             inputs = inputs[:, ::sh, ::sw, :]
-        n, h, w, c = inputs.shape
+        h, w, c = inputs.shape[1:]
         y = jnp.matmul(jnp.reshape(inputs, (-1, c)), jnp.reshape(kernel, (c, -1)))
         return jnp.reshape(y, (-1, h, w, y.shape[-1]))
 
