@@ -78,7 +78,7 @@ class Conv2D(layers.Conv2D):
 
     def _jax_pointwise(self, inputs, kernel):
         """A 1x1 conv as the matrix product it is: XLA:CPU runs the product about twice as
-        fast as a dot as it does as a convolution (`benchmarks/jax_convs.py`), with the
+        fast as a dot as it does as a convolution (`benchmarks/pointwise_convs.py`), with the
         same result. A stride keeps every s-th pixel, which is what 'valid' and 'same' both
         compute for a 1x1 window."""
         import jax.numpy as jnp

@@ -242,14 +242,18 @@ def _torch_forward(model):
 
     Eager PyTorch runs Keras' `Layer.__call__` (input conversion and checks, dtype policy,
     name scopes, call context) around every layer, each call, and at batch 1 that Python
-    work weighs as much as the kernels. This walks the same functional graph (Keras' own
-    `_run_through_graph`) calling each layer's `call` with `training=False`, and runs ReLU,
+    work weighs as much as the kernels. This runs the same functional graph as a flat list
+    of steps (`_graph_steps`), each layer's `call` with `training=False`, except where a
+    plain torch op does the same: each BatchNorm folded into the conv before it and the conv
+    run on views (`_folded_convs`), the SE gates' pool and sigmoid (`_gate_ops`), and ReLU,
     Add and Multiply in place where the graph shows their first input has no other reader
-    (a fresh activation of tens of MB costs page faults; an in-place op reuses the memory).
-    Only for float32 layers: `__call__` is what casts to a mixed policy's compute dtype.
-    None (Keras' `predict_on_batch`) where the graph is not there. It leans on Keras
-    internals (3.15): without `_call_has_training_arg` layers get their default `training`
-    (inference for BatchNorm and Dropout); without the nodes' attributes nothing runs in place.
+    (`_in_place_ops`: a fresh activation of tens of MB costs page faults; an in-place op
+    reuses the memory). The weights are read once, here: the callable is for a model whose
+    weights no longer change (inference). Only for float32 layers: `__call__` is what casts
+    to a mixed policy's compute dtype. None (Keras' `predict_on_batch`) where the graph is
+    not there. It leans on Keras internals (3.15): without `_call_has_training_arg` layers
+    get their default `training` (inference for BatchNorm and Dropout); without the nodes'
+    attributes it falls back to Keras' own graph walk, without the torch ops.
     """
     import keras
     import torch
@@ -258,23 +262,183 @@ def _torch_forward(model):
             layer.compute_dtype != "float32" for layer in model.layers):
         return None
     try:
-        calls = _in_place_ops(model, torch)
+        calls = {**_folded_convs(model, torch), **_gate_ops(model, torch),
+                 **_in_place_ops(model, torch)}
     except AttributeError:  # Keras' graph internals (nodes, histories) moved
         calls = {}
     for layer in model.layers:  # the callable of every layer, made once, not per batch
         if layer not in calls and getattr(layer, "_call_has_training_arg", False):
             calls[layer] = functools.partial(_inference_call, layer.call)
 
+    try:
+        run = _graph_steps(model, calls)
+    except (AttributeError, KeyError):  # Keras' graph internals moved
+        run = None
+    if run is None:
+        def run(x):
+            return model._run_through_graph(x, lambda op: calls.get(op) or op.call)
+
     def forward(x):
         with torch.inference_mode():
-            return model._run_through_graph(keras.ops.convert_to_tensor(x, "float32"),
-                                            lambda op: calls.get(op) or op.call)
+            return run(keras.ops.convert_to_tensor(x, "float32"))
 
     return forward
 
 
+def _graph_steps(model, calls):
+    """The functional graph as a flat list of steps, or None where a node is more than a call
+    on one tensor or a list of tensors. Keras' `_run_through_graph` rebuilds every node's
+    arguments with tree maps at every call (several ms a batch on SE-ResNet-50, as much as
+    the kernels of a dozen layers at batch 1); the steps index a list instead, and drop each
+    tensor after its last reader (Keras' walk holds every activation to the end)."""
+    import keras
+
+    slots = {id(t): i for i, t in enumerate(model.inputs)}
+    steps = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if not node.operation or node.is_input:
+                continue
+            args, kwargs = node.arguments.args, node.arguments.kwargs
+            # mask=None is the default; the steps run every layer with training=False
+            if any(not (k == "mask" and v is None or k == "training" and not v)
+                   for k, v in kwargs.items()) or len(args) != 1 or len(node.outputs) != 1:
+                return None
+            arg = args[0]
+            many = isinstance(arg, (list, tuple))
+            tensors = list(arg) if many else [arg]
+            if not all(isinstance(t, keras.KerasTensor) for t in tensors):
+                return None
+            ins = [slots[id(t)] for t in tensors]
+            out = slots.setdefault(id(node.outputs[0]), len(slots))
+            steps.append((calls.get(node.operation) or node.operation.call, ins, many, out))
+    outputs = [slots[id(t)] for t in model.outputs]
+    last = {}
+    for i, (_, ins, _, _) in enumerate(steps):
+        last.update((s, i) for s in ins)
+    keep = set(outputs)
+    drops = [[] for _ in steps]
+    for s, i in last.items():
+        if s not in keep:
+            drops[i].append(s)
+    structure = model._outputs_struct
+
+    def run(x):
+        values = [None] * len(slots)
+        values[0] = x
+        for (fn, ins, many, out), drop in zip(steps, drops):
+            values[out] = fn([values[i] for i in ins]) if many else fn(values[ins[0]])
+            for s in drop:
+                values[s] = None
+        return keras.tree.pack_sequence_as(structure, [values[s] for s in outputs])
+
+    return run
+
+
 def _inference_call(call, *args, **kwargs):
     return call(*args, **{**kwargs, "training": False})
+
+
+def _sole_reader(model):
+    """{id(tensor): the layer that alone reads it} over the model's graph (model inputs and
+    outputs count as readers)."""
+    import collections
+
+    readers = collections.defaultdict(list)
+    for t in [*model.inputs, *model.outputs]:
+        readers[id(t)].append(None)
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                readers[id(t)].append(layer)
+    return {k: v[0] for k, v in readers.items() if len(v) == 1 and v[0] is not None}
+
+
+def _folded_convs(model, torch):
+    """{layer: torch callable} for senet's convolutions, with the BatchNorm that alone reads a
+    conv's output folded into its kernel and bias (the BatchNorm then passes its input on)
+    and a symmetric ZeroPadding2D that alone feeds a 'valid' conv made the conv's padding
+    (the pad layer passes its input on). Inference arithmetic: y = (conv(x) - mean) * g + b
+    with g = gamma / sqrt(var + eps) is conv(x) with kernel * g and bias b - mean * g, one
+    pass over the activation instead of two, and one Python call instead of three. A 1x1
+    conv on a 1x1 map (the SE gates) is a matrix product."""
+    from senet import blocks
+
+    sole = _sole_reader(model)
+    out = {}
+
+    def single_node(layer):
+        nodes = layer._inbound_nodes
+        return nodes[0] if len(nodes) == 1 and len(nodes[0].outputs) == 1 else None
+
+    for conv in model.layers:
+        node = single_node(conv)
+        if type(conv) not in (blocks.Conv2D, blocks.GroupedConv2D) or node is None \
+                or conv.data_format != "channels_last" or conv.dilation_rate != (1, 1) \
+                or conv.compute_dtype != "float32" or conv.activation.__name__ != "linear":
+            continue
+        kh, kw = conv.kernel_size
+        if conv.padding == "same" and (kh % 2 == 0 or kw % 2 == 0 or conv.strides != (1, 1)):
+            continue  # asymmetric: Keras' own path
+        pad = [kh // 2, kw // 2] if conv.padding == "same" else [0, 0]
+        with torch.no_grad():
+            kernel = conv.kernel.value.detach().permute(3, 2, 0, 1)  # HWIO -> OIHW
+            bias = conv.bias.value.detach() if conv.use_bias else None
+            bn = sole.get(id(node.outputs[0]))
+            bn_node = single_node(bn) if bn is not None else None
+            if type(bn) is blocks.BatchNormalization and bn_node is not None \
+                    and bn.axis in (-1, 3) and bn.center and bn.scale:
+                g = bn.gamma.value / torch.sqrt(bn.moving_variance.value + bn.epsilon)
+                kernel = kernel * g[:, None, None, None]
+                bias = bn.beta.value - (bn.moving_mean.value - (0 if bias is None else bias)) * g
+                out[bn] = _passed_on
+            pad_layer = node.input_tensors[0]._keras_history.operation
+            if conv.padding == "valid" and type(pad_layer).__name__ == "ZeroPadding2D" \
+                    and sole.get(id(node.input_tensors[0])) is conv \
+                    and single_node(pad_layer) is not None:
+                (top, bottom), (left, right) = pad_layer.padding
+                if top == bottom and left == right and pad_layer.data_format == "channels_last":
+                    pad = [top, left]
+                    out[pad_layer] = _passed_on
+            kernel = kernel.contiguous(memory_format=torch.channels_last)
+            bias = None if bias is None else bias.contiguous()
+        out[conv] = functools.partial(_torch_conv, torch, kernel, bias, conv.strides, pad,
+                                      conv.groups)
+    return out
+
+
+def _gate_ops(model, torch):
+    """{layer: torch callable} for the SE gates' squeeze (a global average pool) and sigmoid:
+    the same ops without Keras' conversions around them (two calls in every unit)."""
+    import keras
+
+    out = {}
+    for layer in model.layers:
+        if type(layer) is keras.layers.GlobalAveragePooling2D \
+                and layer.data_format == "channels_last":
+            out[layer] = functools.partial(torch.mean, dim=(1, 2), keepdim=layer.keepdims)
+        elif type(layer) is keras.layers.Activation \
+                and layer.activation is keras.activations.sigmoid:
+            out[layer] = torch.sigmoid
+    return out
+
+
+def _passed_on(x, *args, **kwargs):
+    return x
+
+
+def _torch_conv(torch, kernel, bias, strides, pad, groups, x, *args, **kwargs):
+    """A conv on an NHWC tensor: as NCHW in channels_last memory (a view), oneDNN's layout.
+    A 1x1 conv at batch 1, or of a 1x1 map (the SE gates), as the matrix product it is: faster
+    there, slower than oneDNN's conv at batch 16 (`python benchmarks/pointwise_convs.py --backend torch`)."""
+    if kernel.shape[2:] == (1, 1) and groups == 1 and (x.shape[0] == 1 or x.shape[1] == 1):
+        if strides != (1, 1):
+            x = x[:, ::strides[0], ::strides[1], :]
+        n, h, w, c = x.shape  # 2-D: a strided 4-D input would make it a slow batched product
+        return torch.nn.functional.linear(x.reshape(-1, c), kernel[:, :, 0, 0], bias) \
+            .view(n, h, w, -1)
+    y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), kernel, bias, strides, pad, 1, groups)
+    return y.permute(0, 2, 3, 1)
 
 
 def _in_place_ops(model, torch):

@@ -237,29 +237,44 @@ def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path, mon
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
 @pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
 def test_keras_engine_forward_on_torch_equals_the_model(name):
-    """The Keras engine on PyTorch calls each layer's `call` itself (no `Layer.__call__`):
-    the same outputs as the model, for classifiers (dropout off), feature maps and a mixed
-    precision model (which keeps Keras' own path)."""
+    """The Keras engine on PyTorch runs the model's graph itself: each layer's `call` (no
+    `Layer.__call__`), every BatchNorm folded into its conv, the SE gates' pool and sigmoid as
+    torch ops, ReLU / Add / Multiply in place, 1x1 convs at batch 1 as matrix products. The model's outputs up to float32 rounding (the
+    fold reorders the arithmetic), for logits (dropout off) and feature maps, at batch 1 and 2;
+    a mixed precision model keeps Keras' own path."""
+    import torch
+
     from senet import engines
+    from senet.blocks import BatchNormalization
 
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(2, 64, 96, 3)).astype("float32")
-    for kwargs in ({"classes": 5}, {"features_only": True}):
+    for kwargs in ({"classes": 5, "classifier_activation": None}, {"features_only": True}):
         model = senet.build(tiny(name), input_shape=(64, 96, 3), **kwargs)
+        # BatchNorm statistics and scales away from their initial 0 / 1, so a wrong fold shows
         model.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32")
-                           if "variance" in v.path else w
+                           if v.path.endswith(("variance", "gamma")) else
+                           w + rng.normal(0, 0.3, w.shape).astype("float32")
+                           if v.path.endswith(("mean", "beta")) else w
                            for v, w in zip(model.weights, model.get_weights())])
         forward = engines._torch_forward(model)
-        import torch
-
+        assert engines._graph_steps(model, {}) is not None  # not Keras' walk, the fallback
+        folded = engines._folded_convs(model, torch)
+        bns = [l for l in model.layers if isinstance(l, BatchNormalization)]
+        assert bns and all(folded.get(l) is engines._passed_on for l in bns)
+        gates = [l for l in model.layers if type(l).__name__ in
+                 ("GlobalAveragePooling2D", "Activation")]
+        assert gates and set(gates) <= set(engines._gate_ops(model, torch))
         in_place = {type(l).__name__ for l in engines._in_place_ops(model, torch)}
         assert {"ReLU", "Add"} <= in_place, in_place  # the path does work in place
-        want = keras.tree.flatten(model(x, training=False))
-        got = keras.tree.flatten(forward(x))
-        assert len(got) == len(want) == (4 if "features_only" in kwargs else 1)
-        for g, w in zip(got, want):
-            np.testing.assert_array_equal(keras.ops.convert_to_numpy(g),
-                                          keras.ops.convert_to_numpy(w))
+        for batch in (1, 2):
+            x = rng.normal(size=(batch, 64, 96, 3)).astype("float32")
+            want = keras.tree.flatten(model(x, training=False))
+            got = keras.tree.flatten(forward(x))
+            assert len(got) == len(want) == (4 if "features_only" in kwargs else 1)
+            for g, w in zip(got, want):
+                g, w = keras.ops.convert_to_numpy(g), keras.ops.convert_to_numpy(w)
+                assert g.shape == w.shape and w.std() > 0.1
+                assert np.abs(g - w).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         assert engines._torch_forward(senet.build(tiny(name), input_shape=(64, 96, 3))) is None

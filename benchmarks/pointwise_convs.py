@@ -1,0 +1,107 @@
+"""Why senet computes some 1x1 convs as matrix products: the engine's convolution against its
+matrix product on the 1x1 convolutions of SE-ResNet-50 (NHWC, float32), and the two give the
+same numbers.
+
+    python benchmarks/pointwise_convs.py --backend jax|torch [--batch-size 16]
+
+jax: XLA:CPU's convolution against its dot (jitted). torch: oneDNN's convolution on the NHWC
+tensor as NCHW in channels_last memory (what senet's PyTorch paths run) against
+`torch.nn.functional.linear` on the NHWC tensor. Prints ms and GFLOP/s per shape (median of
+10 calls after one warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+# (spatial size, input channels, output channels): SE-ResNet-50's 1x1 convs, stage by stage
+SHAPES = [(56, 64, 256), (56, 256, 64), (28, 512, 128), (28, 128, 512), (14, 1024, 256),
+          (14, 256, 1024), (7, 2048, 512), (7, 512, 2048)]
+
+
+def _jax_ops():
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def conv(x, k):
+        return lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def dot(x, k):
+        n, h, w, c = x.shape
+        return jnp.matmul(x.reshape(-1, c), k.reshape(c, -1)).reshape(n, h, w, -1)
+
+    def prepare(x, k):  # -> arguments of conv, of dot
+        x, k = jnp.asarray(x), jnp.asarray(k)
+        return (x, k), (x, k)
+
+    def run(f, *a):
+        return np.asarray(f(*a).block_until_ready())
+
+    return jax.jit(conv), jax.jit(dot), prepare, run
+
+
+def _torch_ops():
+    import torch
+
+    torch.set_grad_enabled(False)
+
+    def conv(x, w):
+        return torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w).permute(0, 2, 3, 1)
+
+    def dot(x, w2d):
+        return torch.nn.functional.linear(x, w2d)
+
+    def prepare(x, k):
+        x, k = torch.from_numpy(x), torch.from_numpy(k)
+        w = k.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+        return (x, w), (x, w[:, :, 0, 0].contiguous())
+
+    def run(f, *a):
+        return f(*a).numpy()
+
+    return conv, dot, prepare, run
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", choices=["jax", "torch"], required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args()
+    conv, dot, prepare, run = (_jax_ops if args.backend == "jax" else _torch_ops)()
+
+    def timed(f, *a, n=10):
+        run(f, *a)
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            run(f, *a)
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts)) * 1e3
+
+    rng = np.random.default_rng(0)
+    b = args.batch_size
+    print(f"| {args.backend}, {b} images, 1x1 | conv ms (GFLOP/s) | matmul ms (GFLOP/s) "
+          "| max abs diff |")
+    print("| --- | ---: | ---: | ---: |")
+    total = [0.0, 0.0]
+    for hw, cin, cout in SHAPES:
+        x = rng.standard_normal((b, hw, hw, cin), np.float32)
+        k = rng.standard_normal((1, 1, cin, cout), np.float32) * 0.05
+        a_conv, a_dot = prepare(x, k)
+        gflop = 2 * b * hw * hw * cin * cout / 1e9
+        tc, td = timed(conv, *a_conv), timed(dot, *a_dot)
+        total[0] += tc
+        total[1] += td
+        diff = float(np.abs(run(conv, *a_conv) - run(dot, *a_dot)).max())
+        print(f"| {hw}x{hw}, {cin} -> {cout} | {tc:.1f} ({gflop / tc * 1e3:.0f}) | "
+              f"{td:.1f} ({gflop / td * 1e3:.0f}) | {diff:.1e} |", flush=True)
+    print(f"| all eight | {total[0]:.1f} | {total[1]:.1f} | |")
+
+
+if __name__ == "__main__":
+    main()
