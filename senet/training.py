@@ -474,8 +474,8 @@ class Job:
     crop_pct: float | None = None
     interpolation: str | None = None
     scale_min: float | None = None  # default: data.default_scale_min(size)
-    hflip: float = 0.5  # horizontal-flip probability (the paper's 0.5; 0 where mirroring
-    #                     makes another class: digits, text)
+    hflip: float | None = None  # horizontal-flip probability; default: the paper's 0.5, or 0
+    #                     where mirror images look like other classes (data.default_hflip)
     seed: int = 0
     precision: str = "float32"
     distribute: str = "auto"
@@ -489,6 +489,9 @@ class Job:
     verbose: bool = True
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     callbacks: list = dataclasses.field(default_factory=list)  # extra Keras callbacks
+
+
+_BEFORE_KEY = {"hflip": 0.5}  # what runs recorded before these keys existed used
 
 
 class _Run:
@@ -621,7 +624,8 @@ def _train(job: Job) -> dict:
         for key in ("labels", "val", "val_labels", "val_split", "size", "crop_pct",
                     "interpolation", "scale_min", "hflip", "seed", "precision", "weights",
                     "sync_bn"):
-            setattr(job, key, saved.get(key, getattr(Job, key)))  # runs before a key existed
+            # a run recorded before a key existed ran with that key's old default
+            setattr(job, key, saved.get(key, _BEFORE_KEY.get(key, getattr(Job, key))))
 
     # ---------------------------------------------------------------- data
     train_set = data.find_samples(job.data, job.labels)
@@ -634,6 +638,9 @@ def _train(job: Job) -> dict:
     resolved = loader.resolve(variant, job.weights) if job.weights else None
     pre = (resolved.meta.get("preprocessing") or {}) if resolved else {}
     size = job.size or pre.get("size") or data.typical_size(train_set)
+    mirror = None
+    if job.hflip is None:
+        job.hflip, mirror = data.default_hflip(train_set)
     transform = data.Transform(size=size, crop_pct=job.crop_pct or pre.get("crop_pct") or 0.875,
                                interpolation=job.interpolation or pre.get("interpolation")
                                or "bilinear",
@@ -647,6 +654,11 @@ def _train(job: Job) -> dict:
         print(f"{variant.name}, {how}: {len(train_set)} training images in "
               f"{train_set.num_classes} classes" + (f", {len(val_set)} validation" if val_set
                                                     else "") + f", {size} px", flush=True)
+        if mirror is not None and job.hflip == 0:
+            print(f"No horizontal flips: mirror images look like other classes (of "
+                  f"{mirror.images} images as 16 px thumbnails, {mirror.own:.0%} match their "
+                  f"class, {mirror.mirrored:.0%} of their mirror images do); --hflip 0.5 "
+                  "flips anyway.", flush=True)
 
     # ---------------------------------------------------------------- engine and model
     _precision(job.precision)
@@ -808,6 +820,7 @@ def _summary(run, recipe, train_set, val_set, size, seconds, dist) -> dict:
         "model": run.meta["model"], "backend": keras.backend.backend(),
         "classes": train_set.num_classes, "train_images": len(train_set),
         "val_images": len(val_set) if val_set is not None else 0, "size": size,
+        "hflip": run.job.hflip,
         "epochs": recipe.epochs, "batch_size": recipe.batch_size, "peak_lr": recipe.peak_lr,
         "distribution": dist.describe(), "monitor": run.monitor, "best": run.best,
         "best_epoch": run.best_epoch, "final": {k: v for k, v in last.items()},

@@ -9,7 +9,7 @@ from PIL import Image
 
 from senet import data
 from senet.errors import DataError, SenetError
-from train_helpers import write_digits
+from train_helpers import photos, write_digits
 
 
 def _image(path, size=(40, 30), value=0):
@@ -102,6 +102,58 @@ def test_hflip_is_the_probability_of_a_mirrored_crop():
 
     assert mirrored(0) == 0 and mirrored(1) == 1
     assert 0.4 < mirrored(0.5) < 0.6
+
+
+def _views(photo, rng, n, mirror=False):
+    """`n` random crops (60-100% of each side) of a photograph, greyscale, 64 px."""
+    img = Image.open(photo).convert("L")
+    if mirror:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    w, h = img.size
+    out = []
+    for _ in range(n):
+        cw, ch = int(w * rng.uniform(0.6, 1)), int(h * rng.uniform(0.6, 1))
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        out.append(img.crop((left, top, left + cw, top + ch)).resize((64, 64)))
+    return out
+
+
+def _folders(root, classes):
+    """{class: [PIL images]} written as class folders; their Samples."""
+    for name, images in classes.items():
+        (root / name).mkdir(parents=True)
+        for i, img in enumerate(images):
+            img.save(root / name / f"{i}.png")
+    return data.find_samples(root)
+
+
+def test_flips_stay_on_unless_mirror_images_look_like_other_classes(tmp_path):
+    """The default flip: off for digits (a mirrored 3 is no 3), on where mirroring keeps the
+    class (each class a photograph's views, mirrored or not) and where pixels carry no class
+    (unrelated photographs per class, as real photo datasets look to 16 px thumbnails); off
+    where the class is the orientation itself (one class a photograph's views, another their
+    mirror images)."""
+    p, check = data.default_hflip(data.find_samples(write_digits(tmp_path / "digits")))
+    assert p == 0 and check.own > 0.95 and check.mirrored < 0.5, check
+
+    rng = np.random.default_rng(0)
+    files = photos(40)
+    same = {f"c{i}": _views(f, rng, 4) + _views(f, rng, 4, mirror=True)
+            for i, f in enumerate(files[:10])}
+    p, check = data.default_hflip(_folders(tmp_path / "same", same))
+    assert p == 0.5 and check.own > 0.8 and abs(check.own - check.mirrored) < 0.1, check
+
+    unrelated = {f"c{i}": [Image.open(f).convert("L").resize((64, 64)) for f in files[i::4]]
+                 for i in range(4)}
+    p, check = data.default_hflip(_folders(tmp_path / "unrelated", unrelated))
+    assert p == 0.5 and check.own < check.chance + 0.2, check
+
+    handed = {"left": [], "right": []}
+    for f in files[:20]:
+        handed["left"] += _views(f, rng, 2)
+        handed["right"] += _views(f, rng, 2, mirror=True)
+    p, check = data.default_hflip(_folders(tmp_path / "handed", handed))
+    assert p == 0 and check.mirrored < check.chance, check
 
 
 def test_epochs_are_a_function_of_seed_and_epoch(tmp_path):

@@ -162,6 +162,8 @@ def test_trained_weights_work_in_predict_and_evaluate(tmp_path):
     assert "epoch 2/2" in r.stdout and "val_acc" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["size"] == 32 and summary["val_images"] == 50
+    # no flag: flips are off for digits (mirror images look like other digits), and said so
+    assert summary["hflip"] == 0 and "No horizontal flips" in r.stdout
     image = sorted((held / "7").iterdir())[0]
     p = run("predict", image, "--weights", out / "best.weights.h5", "--top", "3", "--json")
     assert p.returncode == 0, p
@@ -171,5 +173,6 @@ def test_trained_weights_work_in_predict_and_evaluate(tmp_path):
     assert e.returncode == 0, e
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["images"] == 50 and result["size"] == 32
-    # evaluate with the same transform as training's validation: the same accuracy
-    assert result["top1"] == pytest.approx(100 * summary["final"]["val_accuracy"], abs=1e-6)
+    # evaluate with the same transform as training's validation: the same accuracy (one image
+    # is 2 points; Keras' metric is a float32 mean, 0.58 reads 0.57999998)
+    assert result["top1"] == pytest.approx(100 * summary["final"]["val_accuracy"], abs=1e-4)

@@ -60,9 +60,10 @@ def add_arguments(p):
     g.add_argument("--scale-min", type=float, metavar="F",
                    help="smallest random crop, a fraction of the image area (default: the "
                         "paper's 0.08 at 224 px; 0.08 x 224 / size for smaller, at most 0.5)")
-    g.add_argument("--hflip", type=float, default=0.5, metavar="P",
-                   help="horizontal-flip probability (default 0.5, the paper's; 0 for images "
-                        "whose mirror image is something else: digits, text)")
+    g.add_argument("--hflip", type=float, metavar="P",
+                   help="horizontal-flip probability (default: the paper's 0.5, or 0 when "
+                        "mirror images of the training images look like other classes, as "
+                        "digits and text do)")
     g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="Keras' MixUp")
     g.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="Keras' CutMix")
     g.add_argument("--randaugment", action="store_true", help="Keras' RandAugment")
@@ -96,7 +97,7 @@ def run(args):
         raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct:g}).")
     if args.scale_min is not None and not 0 < args.scale_min <= 1:
         raise UserError(f"--scale-min must be in (0, 1] (got {args.scale_min:g}).")
-    if not 0 <= args.hflip <= 1:
+    if args.hflip is not None and not 0 <= args.hflip <= 1:
         raise UserError(f"--hflip must be in [0, 1] (got {args.hflip:g}).")
     if args.weights and args.weights != "imagenet" and (os.sep in args.weights or
                                                         args.weights.endswith(".h5")) \
