@@ -7,7 +7,8 @@ other flag, then `senet evaluate` on the held-out digits, on each Keras backend.
 The 1,797 digits (8x8, 0-16) are written as 32x32 greyscale PNGs (bilinear), the first 1,400
 to train/<digit>/, the other 397 to heldout/<digit>/. Prints one line per backend (epochs,
 training time, held-out top-1 of the final weights) and writes DIR/results-seed<N>.json
-(results-seed<N>-hflip<P>.json with --hflip, senet train's flip probability; default 0.5).
+(results-seed<N>-hflip<P>.json with --hflip, senet train's flip probability; by default
+the job decides: 0 for digits).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main():
             continue
         summary = json.loads((out / "summary.json").read_text())
         held = json.loads((out / "heldout.json").read_text())
-        results[backend] = {"seed": args.seed, "hflip": 0.5 if args.hflip is None else args.hflip,
+        results[backend] = {"seed": args.seed, "hflip": summary.get("hflip"),  # as the job ran
                             "epochs": summary["epochs"],
                             "train_seconds": summary["seconds_total"],
                             "wall_seconds": round(seconds, 1), "heldout_top1": held["top1"],
