@@ -226,7 +226,8 @@ def _keras_runner(spec, model, precision):
         finally:
             keras.config.set_dtype_policy(old)
     channels_first = keras.config.image_data_format() == "channels_first"
-    forward = _torch_forward(model) if keras.backend.backend() == "torch" else None
+    forward = {"torch": _torch_forward, "tensorflow": _tf_forward}.get(
+        keras.backend.backend(), lambda m: None)(model)
 
     def run(x):
         if channels_first:
@@ -235,6 +236,36 @@ def _keras_runner(spec, model, precision):
         return np.asarray(keras.ops.convert_to_numpy(y), np.float32)
 
     return run, {"engine": "keras", "backend": keras.backend.backend()}
+
+
+def _tf_forward(model):
+    """Inference on TensorFlow as one graph with the weights in it as constants, or None.
+
+    `predict_on_batch` runs the model as a function of its variables; with the weights frozen
+    into the graph, TensorFlow's graph optimizer can fold each BatchNorm's arithmetic into
+    constants next to its convolution, and no per-call data handling runs around it (faster
+    at batch 1 and 16 alike; the same outputs to float32 rounding). The weights are copied in: the callable is for a model whose
+    weights no longer change (inference). None, and Keras' own path, for a model of several
+    inputs or one the conversion does not take.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import \
+        convert_variables_to_constants_v2
+
+    if len(model.inputs) != 1:
+        return None
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+    try:
+        graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        frozen = convert_variables_to_constants_v2(graph)
+    except Exception:  # noqa: BLE001 - an optimisation: Keras' path computes the same
+        return None
+
+    def forward(x):
+        y = frozen(tf.constant(x, tf.float32))
+        return y[0] if isinstance(y, (list, tuple)) and len(y) == 1 else y
+
+    return forward
 
 
 def _torch_forward(model):

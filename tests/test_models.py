@@ -234,6 +234,30 @@ def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path, mon
     assert head.shape == (512, 3) and head.std() > 0.01
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's path")
+def test_keras_engine_forward_on_tensorflow_equals_the_model():
+    """The Keras engine on TensorFlow runs the model as one graph with its weights frozen in:
+    the model's logits up to float32 rounding, at batch 1 and 3, for weights set after the
+    build (the graph holds the weights of when it was made)."""
+    from senet import engines
+
+    rng = np.random.default_rng(4)
+    model = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 96, 3), classes=5,
+                        classifier_activation=None)
+    model.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32")
+                       if v.path.endswith(("variance", "gamma")) else
+                       w + rng.normal(0, 0.3, w.shape).astype("float32")
+                       if v.path.endswith(("mean", "beta")) else w
+                       for v, w in zip(model.weights, model.get_weights())])
+    forward = engines._tf_forward(model)
+    for batch in (1, 3):
+        x = rng.normal(size=(batch, 64, 96, 3)).astype("float32")
+        want = keras.ops.convert_to_numpy(model(x, training=False))
+        got = keras.ops.convert_to_numpy(forward(x))
+        assert got.shape == want.shape == (batch, 5) and want.std() > 0.1
+        assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
 @pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
 def test_keras_engine_forward_on_torch_equals_the_model(name):
