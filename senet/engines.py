@@ -280,18 +280,20 @@ def _torch_forward(model):
     Add and Multiply in place where the graph shows their first input has no other reader
     (`_in_place_ops`: a fresh activation of tens of MB costs page faults; an in-place op
     reuses the memory). The weights are read once, here: the callable is for a model whose
-    weights no longer change (inference). Only for float32 layers: `__call__` is what casts
-    to a mixed policy's compute dtype. None (Keras' `predict_on_batch`) where the graph is
-    not there. It leans on Keras internals (3.15): without `_call_has_training_arg` layers
+    weights no longer change (inference). A mixed_bfloat16 model (where `__call__` would
+    cast each layer's inputs and weights) runs the same steps under torch's CPU autocast:
+    convolutions and matrix products in bfloat16, outputs returned as float32. None (Keras'
+    `predict_on_batch`) for other policies or where the graph is not there. It leans on Keras internals (3.15): without `_call_has_training_arg` layers
     get their default `training` (inference for BatchNorm and Dropout); without the nodes'
     attributes it falls back to Keras' own graph walk, without the torch ops.
     """
     import keras
     import torch
 
-    if not hasattr(model, "_run_through_graph") or any(
-            layer.compute_dtype != "float32" for layer in model.layers):
+    dtypes = {layer.compute_dtype for layer in model.layers}
+    if not hasattr(model, "_run_through_graph") or not dtypes <= {"float32", "bfloat16"}:
         return None
+    bfloat16 = "bfloat16" in dtypes  # Keras' mixed_bfloat16 policy: torch's CPU autocast
     try:
         calls = {**_folded_convs(model, torch), **_gate_ops(model, torch),
                  **_in_place_ops(model, torch)}
@@ -310,8 +312,9 @@ def _torch_forward(model):
             return model._run_through_graph(x, lambda op: calls.get(op) or op.call)
 
     def forward(x):
-        with torch.inference_mode():
-            return run(keras.ops.convert_to_tensor(x, "float32"))
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
+            y = run(keras.ops.convert_to_tensor(x, "float32"))
+        return keras.tree.map_structure(lambda t: t.float(), y) if bfloat16 else y
 
     return forward
 
@@ -406,7 +409,8 @@ def _folded_convs(model, torch):
         node = single_node(conv)
         if type(conv) not in (blocks.Conv2D, blocks.GroupedConv2D) or node is None \
                 or conv.data_format != "channels_last" or conv.dilation_rate != (1, 1) \
-                or conv.compute_dtype != "float32" or conv.activation.__name__ != "linear":
+                or conv.compute_dtype not in ("float32", "bfloat16") \
+                or conv.activation.__name__ != "linear":
             continue
         kh, kw = conv.kernel_size
         if conv.padding == "same" and (kh % 2 == 0 or kw % 2 == 0 or conv.strides != (1, 1)):

@@ -265,7 +265,7 @@ def test_keras_engine_forward_on_torch_equals_the_model(name):
     `Layer.__call__`), every BatchNorm folded into its conv, the SE gates' pool and sigmoid as
     torch ops, ReLU / Add / Multiply in place, 1x1 convs at batch 1 as matrix products. The model's outputs up to float32 rounding (the
     fold reorders the arithmetic), for logits (dropout off) and feature maps, at batch 1 and 2;
-    a mixed precision model keeps Keras' own path."""
+    a mixed bfloat16 model runs the same steps under autocast, within bfloat16's precision."""
     import torch
 
     from senet import engines
@@ -299,8 +299,17 @@ def test_keras_engine_forward_on_torch_equals_the_model(name):
                 g, w = keras.ops.convert_to_numpy(g), keras.ops.convert_to_numpy(w)
                 assert g.shape == w.shape and w.std() > 0.1
                 assert np.abs(g - w).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
+    # mixed bfloat16: the same steps under autocast, float32 outputs near the float32 model's
+    weights = model.get_weights()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        assert engines._torch_forward(senet.build(tiny(name), input_shape=(64, 96, 3))) is None
+        mixed = senet.build(tiny(name), input_shape=(64, 96, 3), features_only=True)
     finally:
         keras.config.set_dtype_policy("float32")
+    mixed.set_weights(weights)
+    got = keras.tree.flatten(engines._torch_forward(mixed)(x))
+    for g, w in zip(got, keras.tree.flatten(model(x, training=False)), strict=True):
+        g, w = keras.ops.convert_to_numpy(g), keras.ops.convert_to_numpy(w)
+        assert g.dtype == np.float32 and g.shape == w.shape
+        assert np.abs(g - w).max() <= 0.05 * float(np.abs(w).max())
+        assert np.abs(g - w).max() > 1e-6  # computed in bfloat16 indeed
