@@ -46,6 +46,12 @@ if [ "$n" = 0 ]; then
   echo "== KERAS_BACKEND=tensorflow: all tests"
   all_tests "$@" || status=1
 else
+  # Four processes share the cores: each computes on one thread (TensorFlow's and PyTorch's
+  # intra-op pools; XLA keeps its own) rather than all of them spreading every small op
+  # over every core. SENET_TEST_THREADS=0 leaves the libraries' defaults.
+  if [ "${SENET_TEST_THREADS:-1}" != 0 ]; then
+    export TF_NUM_INTRAOP_THREADS="${SENET_TEST_THREADS:-1}" OMP_NUM_THREADS="${SENET_TEST_THREADS:-1}"
+  fi
   for backend in jax torch; do
     model_tests "$backend" "$@" > "$logs/$backend.txt" 2>&1 &
     pid[$backend]=$!

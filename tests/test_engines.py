@@ -147,13 +147,15 @@ def test_engine_is_rebuilt_when_the_weights_change(digits, fresh_home, tmp_path)
     copy.write_bytes(path.read_bytes())
     first = senet.inference("se_resnet18", weights=str(copy), engine="openvino", batch_size=16)
     weights, meta = native.read(copy)
-    weights["classifier"][1] = weights["classifier"][1] + np.arange(10, dtype=np.float32)
-    native.save(copy, weights, meta)  # the same file name, other weights
+    # the same file name, other weights: the classifier's classes in reverse order, so the
+    # new model's top class is another one (a bias nudge can vanish in a confident softmax)
+    weights["classifier"] = [w[..., ::-1].copy() for w in weights["classifier"]]
+    native.save(copy, weights, meta)
     assert not engines.is_built("se_resnet18", str(copy), engine="openvino", batch_size=16)
     second = senet.inference("se_resnet18", weights=str(copy), engine="openvino", batch_size=16)
     want = engines.softmax(keras_logits(copy, xh[:16]))
     assert np.abs(second(xh[:16]) - want).max() <= 1e-5
-    assert np.abs(first(xh[:16]) - want).max() > 1e-2
+    assert (first(xh[:16]).argmax(1) != want.argmax(1)).all()
     built = [p for p in (fresh_home / "engines").iterdir()
              if p.name.startswith("se_resnet18-") and p.is_dir()]
     assert len(built) == 2
