@@ -210,7 +210,7 @@ def mirror_check(samples: Samples, n=1000, side=16) -> MirrorCheck | None:
     images (spread over the file list) as `side` x `side` greyscale thumbnails, each matched
     to its most correlated other thumbnail, then its mirror image matched the same way.
     Pixels say little about photographs (near chance, so the answer is "no evidence", flips
-    stay on) and much about digits, where 99% of the images match their class and 35% of
+    stay on) and much about digits, where 99% of the images match their class and 36% of
     their mirror images do (scikit-learn's digits). None: too few readable images (fewer
     than two per class on average)."""
     from PIL import Image

@@ -244,9 +244,9 @@ def _tf_forward(model):
     `predict_on_batch` runs the model as a function of its variables; with the weights frozen
     into the graph, TensorFlow's graph optimizer can fold each BatchNorm's arithmetic into
     constants next to its convolution, and no per-call data handling runs around it (faster
-    at batch 1 and 16 alike; the same outputs to float32 rounding). The weights are copied in: the callable is for a model whose
-    weights no longer change (inference). None, and Keras' own path, for a model of several
-    inputs or one the conversion does not take.
+    at batch 1 and 16 alike; the same outputs to float32 rounding). The weights are copied
+    in: the callable is for a model whose weights no longer change (inference). None, and
+    Keras' own path, for a model of several inputs or one the conversion does not take.
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import \
@@ -283,9 +283,10 @@ def _torch_forward(model):
     weights no longer change (inference). A mixed_bfloat16 model (where `__call__` would
     cast each layer's inputs and weights) runs the same steps under torch's CPU autocast:
     convolutions and matrix products in bfloat16, outputs returned as float32. None (Keras'
-    `predict_on_batch`) for other policies or where the graph is not there. It leans on Keras internals (3.15): without `_call_has_training_arg` layers
-    get their default `training` (inference for BatchNorm and Dropout); without the nodes'
-    attributes it falls back to Keras' own graph walk, without the torch ops.
+    `predict_on_batch`) for other policies or where the graph is not there. It leans on
+    Keras internals (3.15): without `_call_has_training_arg` layers get their default
+    `training` (inference for BatchNorm and Dropout); without the nodes' attributes it falls
+    back to Keras' own graph walk, without the torch ops.
     """
     import keras
     import torch
@@ -465,7 +466,8 @@ def _passed_on(x, *args, **kwargs):
 def _torch_conv(torch, kernel, bias, strides, pad, groups, x, *args, **kwargs):
     """A conv on an NHWC tensor: as NCHW in channels_last memory (a view), oneDNN's layout.
     A 1x1 conv at batch 1, or of a 1x1 map (the SE gates), as the matrix product it is: faster
-    there, slower than oneDNN's conv at batch 16 (`python benchmarks/pointwise_convs.py --backend torch`)."""
+    there, slower than oneDNN's conv at batch 16 (`python benchmarks/pointwise_convs.py
+    --backend torch`)."""
     if kernel.shape[2:] == (1, 1) and groups == 1 and (x.shape[0] == 1 or x.shape[1] == 1):
         if strides != (1, 1):
             x = x[:, ::strides[0], ::strides[1], :]

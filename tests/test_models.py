@@ -234,6 +234,16 @@ def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path, mon
     assert head.shape == (512, 3) and head.std() > 0.01
 
 
+def _move_batchnorms(model, rng):
+    """BatchNorm statistics and scales away from their initial 0 / 1, so that an engine that
+    folds or freezes them wrongly shows it."""
+    model.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32")
+                       if v.path.endswith(("variance", "gamma")) else
+                       w + rng.normal(0, 0.3, w.shape).astype("float32")
+                       if v.path.endswith(("mean", "beta")) else w
+                       for v, w in zip(model.weights, model.get_weights())])
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's path")
 def test_keras_engine_forward_on_tensorflow_equals_the_model():
     """The Keras engine on TensorFlow runs the model as one graph with its weights frozen in:
@@ -244,11 +254,7 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
     rng = np.random.default_rng(4)
     model = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 96, 3), classes=5,
                         classifier_activation=None)
-    model.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32")
-                       if v.path.endswith(("variance", "gamma")) else
-                       w + rng.normal(0, 0.3, w.shape).astype("float32")
-                       if v.path.endswith(("mean", "beta")) else w
-                       for v, w in zip(model.weights, model.get_weights())])
+    _move_batchnorms(model, rng)
     forward = engines._tf_forward(model)
     for batch in (1, 3):
         x = rng.normal(size=(batch, 64, 96, 3)).astype("float32")
@@ -263,9 +269,10 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
 def test_keras_engine_forward_on_torch_equals_the_model(name):
     """The Keras engine on PyTorch runs the model's graph itself: each layer's `call` (no
     `Layer.__call__`), every BatchNorm folded into its conv, the SE gates' pool and sigmoid as
-    torch ops, ReLU / Add / Multiply in place, 1x1 convs at batch 1 as matrix products. The model's outputs up to float32 rounding (the
-    fold reorders the arithmetic), for logits (dropout off) and feature maps, at batch 1 and 2;
-    a mixed bfloat16 model runs the same steps under autocast, within bfloat16's precision."""
+    torch ops, ReLU / Add / Multiply in place, 1x1 convs at batch 1 as matrix products. The
+    model's outputs up to float32 rounding (the fold reorders the arithmetic), for logits
+    (dropout off) and feature maps, at batch 1 and 2; a mixed bfloat16 model runs the same
+    steps under autocast, within bfloat16's precision."""
     import torch
 
     from senet import engines
@@ -274,12 +281,7 @@ def test_keras_engine_forward_on_torch_equals_the_model(name):
     rng = np.random.default_rng(3)
     for kwargs in ({"classes": 5, "classifier_activation": None}, {"features_only": True}):
         model = senet.build(tiny(name), input_shape=(64, 96, 3), **kwargs)
-        # BatchNorm statistics and scales away from their initial 0 / 1, so a wrong fold shows
-        model.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32")
-                           if v.path.endswith(("variance", "gamma")) else
-                           w + rng.normal(0, 0.3, w.shape).astype("float32")
-                           if v.path.endswith(("mean", "beta")) else w
-                           for v, w in zip(model.weights, model.get_weights())])
+        _move_batchnorms(model, rng)
         forward = engines._torch_forward(model)
         assert engines._graph_steps(model, {}) is not None  # not Keras' walk, the fallback
         folded = engines._folded_convs(model, torch)
