@@ -395,8 +395,7 @@ def _folded_convs(model, torch):
     and a symmetric ZeroPadding2D that alone feeds a 'valid' conv made the conv's padding
     (the pad layer passes its input on). Inference arithmetic: y = (conv(x) - mean) * g + b
     with g = gamma / sqrt(var + eps) is conv(x) with kernel * g and bias b - mean * g, one
-    pass over the activation instead of two, and one Python call instead of three. A 1x1
-    conv on a 1x1 map (the SE gates) is a matrix product."""
+    pass over the activation instead of two, and one Python call instead of three."""
     from senet import blocks
 
     sole = _sole_reader(model)
@@ -483,25 +482,20 @@ def _in_place_ops(model, torch):
     first input: read by that layer alone, not a model input or output, same shape as the
     result (no broadcast into it), and made by a layer whose output is its own memory (not a
     view or the unchanged input of a Reshape or Dropout, which another reader may share)."""
-    import collections
-
     import keras
 
     from senet import blocks
 
     owners = (blocks.Conv2D, blocks.BatchNormalization, keras.layers.ReLU, keras.layers.Add,
               keras.layers.Multiply)
-    readers = collections.Counter(id(t) for t in [*model.inputs, *model.outputs])
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            readers.update(id(t) for t in node.input_tensors)
+    sole = _sole_reader(model)
     out = {}
     for layer in model.layers:
         if len(layer._inbound_nodes) != 1:
             continue
         node = layer._inbound_nodes[0]
         first = node.input_tensors[0] if node.input_tensors else None
-        if first is None or readers[id(first)] != 1 or len(node.outputs) != 1 \
+        if first is None or sole.get(id(first)) is not layer or len(node.outputs) != 1 \
                 or tuple(first.shape) != tuple(node.outputs[0].shape) \
                 or not isinstance(first._keras_history.operation, owners):
             continue
