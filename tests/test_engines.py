@@ -141,11 +141,20 @@ def test_int8_below_the_threshold_is_refused_and_nothing_cached(digits, fresh_ho
     assert left == []  # neither an artifact nor a half-built one
 
 
-def test_engine_is_rebuilt_when_the_weights_change(digits, fresh_home, tmp_path):
+def _built(home):
+    return {p.name for p in (home / "engines").iterdir()
+            if p.name.startswith("se_resnet18-") and p.is_dir()}
+
+
+def test_engine_is_rebuilt_when_the_weights_change(digits, senet_home, tmp_path):
+    """Engines are keyed by the weights' content: a copy of the digits file at another path
+    finds the engine built for it above (or builds it), the same path with other weights
+    builds a new one beside it."""
     path, xh, _, _ = digits
     copy = tmp_path / "w.weights.h5"
     copy.write_bytes(path.read_bytes())
     first = senet.inference("se_resnet18", weights=str(copy), engine="openvino", batch_size=16)
+    before = _built(senet_home)
     weights, meta = native.read(copy)
     # the same file name, other weights: the classifier's classes in reverse order, so the
     # new model's top class is another one (a bias nudge can vanish in a confident softmax)
@@ -156,9 +165,8 @@ def test_engine_is_rebuilt_when_the_weights_change(digits, fresh_home, tmp_path)
     want = engines.softmax(keras_logits(copy, xh[:16]))
     assert np.abs(second(xh[:16]) - want).max() <= 1e-5
     assert (first(xh[:16]).argmax(1) != want.argmax(1)).all()
-    built = [p for p in (fresh_home / "engines").iterdir()
-             if p.name.startswith("se_resnet18-") and p.is_dir()]
-    assert len(built) == 2
+    after = _built(senet_home)
+    assert before < after and len(after - before) == 1  # one new engine, the old one kept
 
 
 def test_predict_cli_runs_each_engine(digits, senet_home, tmp_path):
