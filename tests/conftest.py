@@ -237,3 +237,36 @@ def no_retry_wait(monkeypatch):
     from huggingface_hub.utils import _http
 
     monkeypatch.setattr(_http.time, "sleep", lambda s: None)
+
+
+# --------------------------------------------------------------------------- CPU per test
+
+_CPU = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """SENET_CPU_PROFILE=DIR records each test's CPU time, its own and its finished child
+    processes', one JSON file per test process (`python benchmarks/suite_cpu.py DIR` sums
+    them). The suite is bound by CPU, not by any one test's wall time."""
+    if not os.environ.get("SENET_CPU_PROFILE"):
+        yield
+        return
+    import resource
+
+    own, kids = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    yield
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _CPU.append([item.nodeid, time.process_time() - own,
+                 done.ru_utime + done.ru_stime - kids.ru_utime - kids.ru_stime])
+
+
+def pytest_sessionfinish(session):
+    directory = os.environ.get("SENET_CPU_PROFILE")
+    if directory and _CPU:
+        import json
+
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, f"cpu-{backend}-{os.getpid()}.json"), "w") as f:
+            json.dump(_CPU, f)
