@@ -148,8 +148,8 @@ def _built(home):
 
 def test_engine_is_rebuilt_when_the_weights_change(digits, senet_home, tmp_path):
     """Engines are keyed by the weights' content: a copy of the digits file at another path
-    finds the engine built for it above (or builds it), the same path with other weights
-    builds a new one beside it."""
+    finds the engine the float32 test built for that file (or builds it, run alone); the
+    same path with other weights builds a new one beside it."""
     path, xh, _, _ = digits
     copy = tmp_path / "w.weights.h5"
     copy.write_bytes(path.read_bytes())
