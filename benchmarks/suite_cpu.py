@@ -25,7 +25,7 @@ def main():
     for path in glob.glob(os.path.join(args.directory, "cpu-*.json")):
         backend = os.path.basename(path).split("-")[1]
         with open(path) as f:
-            rows[backend] += json.load(f)
+            rows[backend] += [[node, own, max(0.0, kids)] for node, own, kids in json.load(f)]
     if not rows:
         raise SystemExit(f"no cpu-*.json in {args.directory}: run SENET_CPU_PROFILE="
                          f"{args.directory} tests/run.sh --runslow first")

@@ -193,6 +193,7 @@ class MirrorCheck:
     as they are and mirrored; `chance`: the largest class's share of the sample."""
 
     images: int
+    side: int  # the thumbnails' side, pixels
     own: float
     mirrored: float
     chance: float
@@ -239,7 +240,7 @@ def mirror_check(samples: Samples, n=1000, side=16) -> MirrorCheck | None:
         np.fill_diagonal(sim, -np.inf)  # not the image itself
         result.append(float((kept[sim.argmax(axis=1)] == kept).mean()))
     chance = float(np.bincount(kept).max() / len(kept))
-    return MirrorCheck(len(kept), result[0], result[1], chance)
+    return MirrorCheck(len(kept), side, result[0], result[1], chance)
 
 
 def default_hflip(samples: Samples) -> tuple[float, MirrorCheck | None]:

@@ -656,7 +656,7 @@ def _train(job: Job) -> dict:
                                                     else "") + f", {size} px", flush=True)
         if mirror is not None and job.hflip == 0:
             print(f"No horizontal flips: mirror images look like other classes (of "
-                  f"{mirror.images} images as 16 px thumbnails, {mirror.own:.0%} match their "
+                  f"{mirror.images} images as {mirror.side} px thumbnails, {mirror.own:.0%} match their "
                   f"class, {mirror.mirrored:.0%} of their mirror images do); --hflip 0.5 "
                   "flips anyway.", flush=True)
 

@@ -235,8 +235,8 @@ def _child(hub_server, home, data, limit=0):
 
 def _next_run_recovers(data, monkeypatch):
     """The next `senet predict` after the failure, in this process: the fixtures point it at
-    the same caches and server as the children (a fresh interpreter would add only the 6
-    CPU-seconds of importing TensorFlow)."""
+    the same caches and server as the children, and it has never touched them (a fresh
+    interpreter would cost about 6 CPU-seconds of imports and check nothing more)."""
     from cli_runner import run
     from senet import catalogue
 
