@@ -7,8 +7,10 @@
 OpenVINO and ONNX Runtime run an artifact exported from the Keras model (OpenVINO's IR
 converted from a TensorFlow SavedModel; ONNX through tf2onnx), built once and cached under
 `$SENET_HOME/engines/`, keyed by the
-weights' checksum, engine, precision, input size, batch size and library versions; a second
-run loads it without building a Keras model at all. Every artifact is checked against the
+weights' checksum, engine, precision, input size and library versions; a second run loads it
+without building a Keras model at all. The artifact takes any batch size: OpenVINO fixes the
+predictor's batch when it compiles (the same program as a model converted at that batch;
+compiled programs are cached per batch), so a new --batch-size costs a compile, not a build. Every artifact is checked against the
 Keras model when it is built, by the engine that will run it: float32 within 1e-4, bfloat16
 and int8 by top-1 agreement with float32. The build runs in a child process with the
 TensorFlow backend (the exporters trace TensorFlow graphs; a child also returns the
@@ -41,7 +43,7 @@ ENGINES = ("keras", "openvino", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "int8")
 _PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 _EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
-BUILD_FORMAT = 1  # bump when the artifacts' layout changes (invalidates the cache)
+BUILD_FORMAT = 2  # bump when the artifacts' layout changes (invalidates the cache)
 
 
 def available(engine: str) -> bool:
@@ -90,7 +92,7 @@ class Predictor:
     engine: str
     precision: str
     size: int
-    batch_size: int | None  # fixed batch of the artifact; None: any
+    batch_size: int | None  # the batch every call runs at (split and padded); None: any
     meta: dict  # the weights' metadata (classes, preprocessing, provenance)
     labels: tuple
     report: dict  # how the artifact was checked when built (difference, agreement)
@@ -124,7 +126,8 @@ def inference(model, weights="imagenet", *, engine="auto", precision="float32",
     installed, else ONNX Runtime, else Keras), "keras", "openvino" or "onnxruntime".
     precision: "float32", "bfloat16" (native on CPUs with AVX-512 BF16 / AMX), "int8"
     (needs `calibration`: image files or a folder of them, ideally a few hundred of the
-    user's own). batch_size: the artifact's fixed batch (None: any batch). size: the input
+    user's own). batch_size: the batch the engine is compiled for (inputs are split and the
+    last part padded; None: any batch, compiled for whatever shape comes). size: the input
     size (default: the weights' evaluation size).
     """
     engine = choose_engine(engine, precision)
@@ -530,7 +533,7 @@ def _versions(engine):
 def _key(spec, calibration) -> str:
     from senet import __version__
 
-    fields = {k: spec[k] for k in ("arch", "weights_id", "size", "batch", "engine", "precision")}
+    fields = {k: spec[k] for k in ("arch", "weights_id", "size", "engine", "precision")}
     fields.update(senet=__version__, build_format=BUILD_FORMAT, versions=_versions(spec["engine"]))
     if spec["precision"] == "int8":
         fields["calibration"] = _files_id(calibration)
@@ -567,16 +570,17 @@ def _artifact_dir(spec, calibration):
 
     key = _key(spec, calibration)
     return cached_path(f"engines/{spec['arch']}-{spec['engine']}-{spec['precision']}-"
-                       f"{spec['size']}px-b{spec['batch'] or 'any'}-{key}"), key
+                       f"{spec['size']}px-{key}"), key
 
 
-def is_built(model, weights="imagenet", *, engine, precision="float32", batch_size=None,
-             size=None, calibration=None) -> bool:
-    """Whether `inference(...)` with these arguments would find its artifact in the cache."""
+def is_built(model, weights="imagenet", *, engine, precision="float32", size=None,
+             calibration=None) -> bool:
+    """Whether `inference(...)` with these arguments would find its artifact in the cache
+    (at any batch size)."""
     if engine == "keras":
         return True
     spec, _ = _spec(model, weights, size)
-    spec.update(engine=engine, precision=precision, batch=batch_size)
+    spec.update(engine=engine, precision=precision)
     return (_artifact_dir(spec, calibration)[0] / "build.json").is_file()
 
 
@@ -672,9 +676,11 @@ def _build(job) -> dict:
                          input_shape=image_shape(job["size"]))
     check = _check_inputs(job, model)
     report = {"engine": job["engine"], "precision": job["precision"], "size": job["size"],
-              "batch": job["batch"], "arch": job["arch"]}
+              "arch": job["arch"]}
+    # Any batch size (the predictor's batch is only where the check runs): one artifact serves
+    # every --batch-size.
     if job["engine"] == "onnxruntime":
-        export.export(model, os.path.join(job["out"], "model.onnx"), "onnx", batch_size=job["batch"])
+        export.export(model, os.path.join(job["out"], "model.onnx"), "onnx", batch_size=None)
     else:
         # OpenVINO reads the TensorFlow SavedModel itself: no ONNX step (and none of tf2onnx's
         # memory), and a graph without the input transpose the ONNX route leaves.
@@ -682,7 +688,7 @@ def _build(job) -> dict:
         import tensorflow as tf
 
         saved = os.path.join(job["out"], "savedmodel")
-        spec = tf.TensorSpec((job["batch"], *model.input_shape[1:]), tf.float32, name="input")
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")
         export.write_saved_model(model, saved, spec)
         ov_model = ov.convert_model(saved)
         shutil.rmtree(saved)
@@ -699,7 +705,8 @@ def _build(job) -> dict:
 
 def _check_inputs(job, model):
     """Inputs to check the artifact on: the calibration images if any, else random noise in
-    the models' input range (enough for float32, whose check is a max difference)."""
+    the models' input range (enough for float32, whose check is a max difference). Checked at
+    the predictor's batch, whose compiled program OpenVINO then caches for its first run."""
     n = job["batch"] or 4
     if job.get("calibration"):
         return _load_images(job["calibration"][:max(n, 16)], job)
@@ -793,14 +800,19 @@ def openvino_config(precision) -> dict:
 
 
 def _openvino_runner(directory, precision, batch):
+    """The artifact compiled for `batch` images a call (None: any, as a dynamic shape)."""
     import openvino as ov
 
     from senet.weights.hub import cached_path
 
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(cached_path("engines/openvino-blobs/x").parent)})
-    compiled = core.compile_model(os.path.join(directory, "model.xml"), "CPU",
-                                  openvino_config(precision))
+    model = core.read_model(os.path.join(directory, "model.xml"))
+    if batch is not None:
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = batch
+        model.reshape({model.inputs[0]: shape})
+    compiled = core.compile_model(model, "CPU", openvino_config(precision))
     request = compiled.create_infer_request()
 
     def run(x, logits=False):

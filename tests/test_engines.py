@@ -44,9 +44,13 @@ def digits(tmp_path_factory):
     train, held = slice(0, 1400), slice(1400, None)
     keras.utils.set_random_seed(0)
     model = senet.create_model("se_resnet18", classes=10, input_shape=(32, 32, 3))
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(senet.preprocess_input(x[train]), y[train], batch_size=64, epochs=6, verbose=0)
+    # A decaying rate: at a constant 0.05 the held-out accuracy swung between 77% and 93%
+    # from epoch to epoch, and with the thread count; annealed over 4 epochs, 93-94% at one
+    # thread or two.
+    epochs, steps = 4, -(-1400 // 64)
+    lr = keras.optimizers.schedules.CosineDecay(0.05, epochs * steps)
+    model.compile(keras.optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy")
+    model.fit(senet.preprocess_input(x[train]), y[train], batch_size=64, epochs=epochs, verbose=0)
     xh = senet.preprocess_input(x[held])
     accuracy = float((model.predict(xh, verbose=0).argmax(1) == y[held]).mean())
     assert accuracy > 0.9, accuracy  # a real classifier, not a constant
@@ -99,6 +103,13 @@ def test_float32_engines_match_keras(engine, digits, senet_home):
     assert (got.argmax(1) == want.argmax(1)).all()
     if engine != "keras":
         assert predictor.report["max_abs_diff"] <= 1e-4 * max(1, np.abs(logits).max())
+        # one artifact serves every batch size: another batch, or any, builds nothing
+        built = _built(senet_home)
+        for batch in (5, None):
+            other = senet.inference("se_resnet18", weights=str(path), engine=engine,
+                                    batch_size=batch)
+            assert np.abs(other(xh[:7]) - want[:7]).max() <= 1e-5
+        assert _built(senet_home) == built
 
 
 @pytest.mark.parametrize("engine", ["openvino", "keras"])
@@ -120,7 +131,7 @@ def test_int8_is_calibrated_checked_and_cached(digits, senet_home):
     agreement = (predictor(xh).argmax(1) == keras_logits(path, xh).argmax(1)).mean()
     assert agreement >= 0.98, agreement
     assert engines.is_built("se_resnet18", str(path), engine="openvino", precision="int8",
-                            batch_size=16, calibration=calib)
+                            calibration=calib)
 
 
 def test_int8_below_the_threshold_is_refused_and_nothing_cached(digits, fresh_home, tmp_path):
@@ -160,7 +171,7 @@ def test_engine_is_rebuilt_when_the_weights_change(digits, senet_home, tmp_path)
     # new model's top class is another one (a bias nudge can vanish in a confident softmax)
     weights["classifier"] = [w[..., ::-1].copy() for w in weights["classifier"]]
     native.save(copy, weights, meta)
-    assert not engines.is_built("se_resnet18", str(copy), engine="openvino", batch_size=16)
+    assert not engines.is_built("se_resnet18", str(copy), engine="openvino")
     second = senet.inference("se_resnet18", weights=str(copy), engine="openvino", batch_size=16)
     want = engines.softmax(keras_logits(copy, xh[:16]))
     assert np.abs(second(xh[:16]) - want).max() <= 1e-5

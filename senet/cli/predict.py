@@ -132,11 +132,11 @@ def load_model(args, n_images=None):
     from senet.cli import import_keras_quietly
 
     engine = engines.choose_engine(args.engine, args.precision)
-    batch = args.batch_size  # a compiled engine keeps one batch size; the last batch is padded
+    batch = args.batch_size  # an engine is compiled for one batch size; the last is padded
     if args.engine == "auto" and engine != "keras" and args.precision != "int8" \
             and n_images is not None and n_images <= 2 * args.batch_size \
             and not engines.is_built(args.model, args.weights, engine=engine,
-                                     precision=args.precision, batch_size=batch, size=args.size):
+                                     precision=args.precision, size=args.size):
         engine = "keras"
     if engine == "keras":
         import_keras_quietly()
