@@ -749,7 +749,7 @@ def _train(job: Job) -> dict:
                       steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
                       verbose=0, shuffle=False)
     seconds = time.monotonic() - start
-    if len(run.history) < recipe.epochs:
+    if len(run.history) < recipe.epochs and not model.stop_training:  # (not a callback's stop)
         run.out_of_data()
     run.digest = weights_digest(model)
     summary = _summary(run, recipe, train_set, val_set, size, seconds, dist)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
@@ -19,7 +20,8 @@ from senet.variants import tiny
 from senet.weights import native
 from train_helpers import env_for_child, label_file, photos, write_digits
 
-# A training run in a child process, killable: prints "step E S" after every batch.
+# Training runs in a child process, killable: prints "step E S" after every batch. Arguments:
+# the data, then an output folder and 0/1 (resume) for each run, one after the other.
 CHILD = textwrap.dedent("""
     import sys, keras
     from senet import training
@@ -31,16 +33,21 @@ CHILD = textwrap.dedent("""
         def on_train_batch_end(self, batch, logs=None):
             print("step", self.epoch, batch, flush=True)
 
-    data, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-    job = training.Job(data=data, model=tiny("se_resnet18"), output=out, size=32, resume=resume,
-                       verbose=False, tensorboard=False, plot=False, callbacks=[Steps()],
-                       recipe=training.Recipe(epochs=3, batch_size=16, lr=0.05))
-    training.train(job)
+    data, runs = sys.argv[1], sys.argv[2:]
+    for out, resume in zip(runs[::2], runs[1::2]):
+        job = training.Job(data=data, model=tiny("se_resnet18"), output=out, size=32,
+                           resume=resume == "1", verbose=False, tensorboard=False, plot=False,
+                           callbacks=[Steps()],
+                           recipe=training.Recipe(epochs=3, batch_size=16, lr=0.05))
+        training.train(job)
+        print("done", out, flush=True)
 """)
 
 
-def _child(data, out, resume=False):
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(out), str(int(resume))],
+def _child(data, *runs):
+    """A child process for `runs`: (output folder, resume) pairs."""
+    args = [str(a) for out, resume in runs for a in (out, int(resume))]
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(data), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env_for_child())
 
@@ -59,13 +66,10 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     a run that was never interrupted. Both runs read the epoch-1 checkpoint state exactly
     (model, optimizer momentum and step, seed-generator state) and epoch 2 sees the same
     batches (the data order and crops are functions of seed and epoch), so the only
-    difference allowed is floating-point: none is expected on one CPU (measured: 0)."""
+    difference allowed is floating-point: none is expected on one CPU (measured: 0). The
+    uninterrupted run follows the resumed one in the same child (one interpreter fewer)."""
     data = write_digits(tmp_path / "d", per_class=12)  # 120 images: 7 steps of 16
-    ref = _child(data, tmp_path / "ref")
-    _, err = ref.communicate(timeout=600)
-    assert ref.returncode == 0, err
-
-    victim = _child(data, tmp_path / "run")
+    victim = _child(data, (tmp_path / "run", False))
     for line in victim.stdout:
         if line.split() == ["step", "1", "3"]:  # epoch 2 (from 0), four steps done
             victim.send_signal(signal.SIGKILL)
@@ -77,10 +81,14 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     assert not (tmp_path / "run" / "summary.json").exists()
     assert not [p for p in os.listdir(tmp_path / "run") if ".part-" in p]  # nothing half-written
 
-    again = _child(data, tmp_path / "run", resume=True)
+    again = _child(data, (tmp_path / "run", True), (tmp_path / "ref", False))
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
-    assert out.split("\n")[0] == "step 1 0"  # it went on with epoch 2, from its first step
+    lines = [l for l in out.splitlines() if l.startswith(("step ", "done "))]
+    assert lines[0] == "step 1 0"  # it went on with epoch 2, from its first step
+    resumed_end = lines.index(f"done {tmp_path / 'run'}")
+    assert {l.split()[1] for l in lines[:resumed_end]} == {"1", "2"}  # epochs 2 and 3 only
+    assert lines[resumed_end + 1] == "step 0 0" and lines[-1] == f"done {tmp_path / 'ref'}"
     a, b = _weights(tmp_path / "ref" / "last.weights.h5"), _weights(tmp_path / "run" / "last.weights.h5")
     worst = _max_diff(a, b)
     print(f"resumed vs uninterrupted: max |weight difference| {worst:.3g}")
@@ -132,21 +140,34 @@ def test_fine_tuning_a_converted_file_with_a_frozen_backbone_changes_only_the_he
     assert same == []  # unfrozen, every layer trains
 
 
+class StopAtPerfect(keras.callbacks.Callback):
+    """A user's callback that ends training early (as keras.callbacks.EarlyStopping does)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = logs["val_accuracy"] == 1.0
+
+
 @pytest.mark.slow
 def test_overfits_64_real_photographs(tmp_path):
     """64 ImageNet photographs, one class each, to 100% accuracy (measured with the
-    evaluation transform on the same images) with a tiny SE-ResNeXt."""
+    evaluation transform on the same images) with a tiny SE-ResNeXt. It gets there near
+    epoch 27 of 40, where a callback stops it: a stop asked by a callback ends the job
+    normally (its summary and weights written)."""
     files = photos(64)
     labels = label_file(tmp_path / "labels.txt", files)
     job = training.Job(data=str(files[0].parent), labels=str(labels), val=str(files[0].parent),
                        val_labels=str(labels), model=tiny("seresnext26d_32x4d"),
                        output=str(tmp_path / "run"), size=64, scale_min=0.5, verbose=False,
-                       tensorboard=False, plot=False,
+                       tensorboard=False, plot=False, callbacks=[StopAtPerfect()],
                        recipe=training.Recipe(epochs=40, batch_size=16, lr=0.1, warmup_epochs=2,
                                               label_smoothing=0.0, weight_decay=0.0))
     summary = training.train(job)
     assert summary["classes"] == 64 and summary["train_images"] == 64
     assert summary["best"] == 1.0, summary["final"]
+    print(f"100% at epoch {summary['best_epoch']}")
+    assert len(summary["history"]) == summary["best_epoch"] < 40
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"] == 1.0
+    assert (tmp_path / "run" / "best.weights.h5").is_file()
 
 
 @pytest.mark.slow
