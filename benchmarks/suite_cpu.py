@@ -4,7 +4,9 @@ child processes').
 
     python benchmarks/suite_cpu.py DIR [--top 30]
 
-Prints each backend's total (own + children) and the tests and files that cost the most.
+Prints each backend's total (own + children), each test process's span (from the first
+test's start to the last test's end: a process that ends early leaves a core idle), and the
+tests and files that cost the most.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ def main():
     p.add_argument("--top", type=int, default=30)
     args = p.parse_args()
     rows = collections.defaultdict(list)
+    spans = []
     for path in glob.glob(os.path.join(args.directory, "cpu-*.json")):
         backend = os.path.basename(path).split("-")[1]
         with open(path) as f:
-            rows[backend] += [[node, own, max(0.0, kids)] for node, own, kids in json.load(f)]
+            tests = json.load(f)
+        rows[backend] += [[node, own, max(0.0, kids)] for node, own, kids, *_ in tests]
+        if tests and len(tests[0]) == 5:  # with start and end times
+            spans.append((min(t[3] for t in tests), max(t[4] for t in tests), backend,
+                          sum(t[1] + t[2] for t in tests), tests[-1][0].split("::")[0]))
     if not rows:
         raise SystemExit(f"no cpu-*.json in {args.directory}: run SENET_CPU_PROFILE="
                          f"{args.directory} tests/run.sh --runslow first")
@@ -33,6 +40,11 @@ def main():
         own, kids = sum(t[1] for t in tests), sum(t[2] for t in tests)
         print(f"{backend}: {len(tests)} tests, {own + kids:.0f} CPU-s "
               f"({own:.0f} own, {kids:.0f} in child processes)")
+    if spans:
+        t0 = min(s[0] for s in spans)
+        print("\ntest processes: start-end s from the first test, CPU-s, last file:")
+        for start, end, backend, cpu, last in sorted(spans, key=lambda s: s[1]):
+            print(f"  {start - t0:5.0f}-{end - t0:4.0f}  {cpu:6.0f}  {backend}  {last}")
     every = [(backend, *t) for backend, tests in rows.items() for t in tests]
     by_file = collections.Counter()
     for backend, node, own, kids in every:

@@ -247,18 +247,20 @@ _CPU = []
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """SENET_CPU_PROFILE=DIR records each test's CPU time, its own and its finished child
-    processes', one JSON file per test process (`python benchmarks/suite_cpu.py DIR` sums
-    them). The suite is bound by CPU, not by any one test's wall time."""
+    processes', and when it started and ended (wall clock), one JSON file per test process
+    (`python benchmarks/suite_cpu.py DIR` sums them). The suite is bound by CPU, not by any
+    one test's wall time; the times show a process idling at the end."""
     if not os.environ.get("SENET_CPU_PROFILE"):
         yield
         return
     import resource
 
-    own, kids = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    start, own = time.time(), time.process_time()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     yield
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
     _CPU.append([item.nodeid, time.process_time() - own,
-                 done.ru_utime + done.ru_stime - kids.ru_utime - kids.ru_stime])
+                 done.ru_utime + done.ru_stime - kids.ru_utime - kids.ru_stime, start, time.time()])
 
 
 def pytest_sessionfinish(session):
