@@ -217,3 +217,32 @@ def test_a_missing_engine_is_one_line(digits, monkeypatch, senet_home):
     one_line_error(r, "predict", "openvino")
     r = run("predict", calib / "0001.png", "--weights", path, "--precision", "int8")
     one_line_error(r, "predict", "--calibration")
+
+
+@pytest.mark.parametrize("name", ["seresnext26d_32x4d", "senet154"])
+def test_stem_pad_moves_into_the_max_pool(name, tmp_path):
+    """OpenVINO leaves a zero Pad before a MaxPool as its own (reference-kernel) op; senet's
+    build moves it into the pool, which after a ReLU gives the same outputs. Tiny rows of a
+    timm stem (symmetric pad) and the 2017 SENet's (ceil-mode pool: padded on one side)."""
+    import openvino as ov
+    import tensorflow as tf
+
+    from senet import export
+    from senet.variants import tiny
+
+    model = senet.build(tiny(name), input_shape=(64, 64, 3), classifier_activation=None)
+    export.write_saved_model(model, str(tmp_path / "sm"),
+                             tf.TensorSpec((None, 64, 64, 3), tf.float32, name="input"))
+    plain = ov.convert_model(str(tmp_path / "sm"))
+    fused = engines._pad_into_max_pool(ov.convert_model(str(tmp_path / "sm")))
+
+    def count(m, kind):
+        return sum(op.get_type_name() == kind for op in m.get_ordered_ops())
+
+    assert count(plain, "Pad") >= 1 and count(fused, "Pad") == count(plain, "Pad") - 1
+    assert count(fused, "MaxPool") == count(plain, "MaxPool") == 1
+    x = np.random.default_rng(0).uniform(-128, 128, (2, 64, 64, 3)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    got = ov.Core().compile_model(fused, "CPU", engines.openvino_config("float32"))({0: x})[0]
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    assert want.std() > 1e-3  # the outputs depend on the input
