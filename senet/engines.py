@@ -6,13 +6,13 @@
 
 OpenVINO and ONNX Runtime run an artifact exported from the Keras model (OpenVINO's IR
 converted from a TensorFlow SavedModel; ONNX through tf2onnx), built once and cached under
-`$SENET_HOME/engines/`, keyed by the
-weights' checksum, engine, precision, input size and library versions; a second run loads it
-without building a Keras model at all. The artifact takes any batch size: OpenVINO fixes the
-predictor's batch when it compiles (the same program as a model converted at that batch;
-compiled programs are cached per batch), so a new --batch-size costs a compile, not a build. Every artifact is checked against the
-Keras model when it is built, by the engine that will run it: float32 within 1e-4, bfloat16
-and int8 by top-1 agreement with float32. The build runs in a child process with the
+`$SENET_HOME/engines/`, keyed by the weights' checksum, engine, precision, input size and
+library versions; a second run loads it without building a Keras model at all. The artifact
+takes any batch size: OpenVINO fixes the predictor's batch when it compiles (the same program
+as a model converted at that batch; compiled programs are cached per batch), so a new
+--batch-size costs a compile, not a build. Every artifact is checked against the Keras model
+when it is built, by the engine that will run it: float32 within 1e-4, bfloat16 and int8 by
+top-1 agreement with float32. The build runs in a child process with the
 TensorFlow backend (the exporters trace TensorFlow graphs; a child also returns the
 exporters' memory when done), so it works from any backend.
 
@@ -708,7 +708,7 @@ def _pad_into_max_pool(ov_model):
     moved into the MaxPool that follows it.
 
     OpenVINO fuses a Pad into convolutions but not into MaxPool (a zero pad is not the -inf a
-    max pool pads with), so it runs as a separate reference-kernel Pad: 1-3% of SE-ResNeXt-50's
+    max pool pads with), so it runs as a separate reference-kernel Pad: 1-2% of SE-ResNeXt-50's
     forward, the one op timm's ONNX export does not have. After a ReLU no value is below zero
     and the two are the same. The build's check against Keras covers the rewrite.
     """
