@@ -62,7 +62,7 @@ def main():
         export.write_saved_model(model, saved, tf.TensorSpec((None, 224, 224, 3), tf.float32))
         ov.save_model(ov.convert_model(saved), xml, compress_to_fp16=False)
         plain = core.read_model(xml)
-        fused = engines._pad_into_max_pool(core.read_model(xml))
+        fused = engines._pad_into_max_pool(plain.clone())
     x = np.random.default_rng(0).uniform(-128, 128, (b, 224, 224, 3)).astype(np.float32)
     graphs = {}
     for label, m in (("senet, Pad kept", plain), ("senet (as built)", fused)):

@@ -8,8 +8,8 @@ OpenVINO and ONNX Runtime run an artifact exported from the Keras model (OpenVIN
 converted from a TensorFlow SavedModel; ONNX through tf2onnx), built once and cached under
 `$SENET_HOME/engines/`, keyed by the weights' checksum, engine, precision, input size and
 library versions; a second run loads it without building a Keras model at all. The artifact
-takes any batch size: OpenVINO fixes the predictor's batch when it compiles (the same program
-as a model converted at that batch; compiled programs are cached per batch), so a new
+takes any batch size: OpenVINO fixes the predictor's batch when it compiles (a static shape,
+as if converted at that batch; compiled programs are cached per batch), so a new
 --batch-size costs a compile, not a build. Every artifact is checked against the Keras model
 when it is built, by the engine that will run it: float32 within 1e-4, bfloat16 and int8 by
 top-1 agreement with float32. The build runs in a child process with the
