@@ -46,12 +46,15 @@ def main():
     ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--runs", type=int, default=6)
     a = ap.parse_args()
+    from senet import engines
+
+    engines.no_telemetry()
     import numpy as np
     import openvino as ov
     import tensorflow as tf
 
     import senet
-    from senet import bench, engines, export
+    from senet import bench, export
 
     core = ov.Core()
     config = {**engines.openvino_config(a.precision), "PERF_COUNT": True}

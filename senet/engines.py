@@ -653,8 +653,21 @@ def _run_child(job) -> dict:
                        f"this is a bug, please report it:\n{tail}")
 
 
+def no_telemetry():
+    """Keep OpenVINO's converter and NNCF from sending usage analytics from this process.
+
+    Called from a library, both send events to Google Analytics without asking (unless the
+    user ran OpenVINO's opt-out script), each event from a fork of the calling process: 1-4
+    CPU-seconds per conversion measured here, a wait where the network hangs, and data sent
+    on senet's users' behalf. Both fall back to their own no-op stand-in when the telemetry
+    package cannot be imported, so this makes it unimportable: call it before anything imports
+    openvino (whose import loads the converter and, with it, the package)."""
+    sys.modules.setdefault("openvino_telemetry", None)
+
+
 def _child():
     """The child process: build the Keras model, export, convert, quantize, check, save."""
+    no_telemetry()
     job = json.loads(sys.stdin.read())
     try:
         report = _build(job)

@@ -7,10 +7,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import collections  # noqa: E402
 import hashlib  # noqa: E402
 import http.server  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
+
+# No usage analytics from the tests: OpenVINO's converter and NNCF send none when their
+# telemetry package cannot be imported (see senet.engines.no_telemetry; before openvino loads).
+sys.modules.setdefault("openvino_telemetry", None)
 
 # torchvision's CUDA build (pulled in by timm) segfaults when imported after TensorFlow;
 # imported first, both work. timm is a test-only reference, so import it up front.

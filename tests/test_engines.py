@@ -134,10 +134,16 @@ def test_int8_is_calibrated_checked_and_cached(digits, senet_home):
                             calibration=calib)
 
 
-def test_int8_below_the_threshold_is_refused_and_nothing_cached(digits, fresh_home, tmp_path):
+def test_int8_below_the_threshold_is_refused_and_nothing_cached(digits, fresh_home, tmp_path,
+                                                               monkeypatch):
     """Calibrated on blank images, the ranges do not fit digits: the held-out digits (the last
-    quarter of the sorted files) disagree, and the model is refused."""
+    quarter of the sorted files) disagree, and the model is refused. The build (OpenVINO's
+    converter, NNCF) sends no usage analytics: OpenVINO's telemetry package keeps its client
+    id and counters under $HOME/intel and forks a sender per event."""
     path, _, _, calib = digits
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("HOME", str(user))
     bad = tmp_path / "blank_then_digits"
     bad.mkdir()
     for i in range(60):
@@ -150,6 +156,7 @@ def test_int8_below_the_threshold_is_refused_and_nothing_cached(digits, fresh_ho
     left = [p.name for p in (fresh_home / "engines").iterdir()
             if "se_resnet18" in p.name and not p.name.endswith(".lock")]
     assert left == []  # neither an artifact nor a half-built one
+    assert not (user / "intel").exists()  # no telemetry state: nothing was sent
 
 
 def _built(home):
