@@ -80,7 +80,10 @@ def test_jax_data_parallel_on_two_devices_follows_one_device(tmp_path):
     gradients' sums are rounded differently, and this tiny net amplifies that every step.
     Per-replica BatchNorm statistics, as on TensorFlow without --sync-bn, are 3-10% off."""
     pytest.importorskip("jax")
-    curves = _compare(tmp_path, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    # Without LLVM's optimisation passes (as tests/run.sh compiles the JAX suite): the child's
+    # time is mostly compiling; 45-47 -> 35-37 CPU-seconds, the same curves' tolerances.
+    curves = _compare(tmp_path, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+                                                 "--xla_backend_optimization_level=0")
     assert curves["data-parallel"]["dist"] == "data-parallel, 2 replicas, 1 worker(s)"
     two, one = curves["data-parallel"]["loss"], curves["none"]["loss"]
     print("losses, one device:", one, "two:", two)
