@@ -5,7 +5,8 @@
 #
 # The three runs share the cores: JAX and PyTorch in the background (their output is printed
 # when they end), TensorFlow in two worker processes when pytest-xdist is installed (the test
-# extra), one test file per worker so that module fixtures are built once.
+# extra), one test file per worker so that module fixtures are built once, the costliest
+# files first (COSTLIEST_FIRST in tests/conftest.py).
 # SENET_TEST_WORKERS=N changes the count of TensorFlow workers; 0 runs the three one after
 # the other, each in one process.
 set -uo pipefail
@@ -55,7 +56,7 @@ else
     pid[$backend]=$!
   done
   echo "== KERAS_BACKEND=tensorflow: all tests ($n workers; JAX and PyTorch beside it)"
-  all_tests -n "$n" --dist loadfile "$@" || status=1
+  all_tests -n "$n" --dist loadfile --no-loadscope-reorder "$@" || status=1
   for backend in jax torch; do
     wait "${pid[$backend]}" || status=1
     echo "== KERAS_BACKEND=$backend: model tests"
