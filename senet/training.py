@@ -490,6 +490,13 @@ class Job:
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     callbacks: list = dataclasses.field(default_factory=list)  # extra Keras callbacks
 
+    def __post_init__(self):
+        # pathlib paths welcome: the job is recorded as JSON with each checkpoint (a Path
+        # there failed at the end of the first epoch)
+        for name in ("data", "output", "weights", "labels", "val", "val_labels"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+
 
 _BEFORE_KEY = {"hflip": 0.5}  # what runs recorded before these keys existed used
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import h5py
 import keras
@@ -22,8 +23,9 @@ TINY = tiny("se_resnet18")
 
 def _job(tmp_path, data, **kw):
     recipe = training.Recipe(**{"epochs": 2, "batch_size": 16, **kw.pop("recipe", {})})
-    return training.Job(data=str(data), model=kw.pop("model", TINY),
-                        output=str(kw.pop("output", tmp_path / "run")), size=32, verbose=False,
+    # pathlib paths, as a Python user passes them (the job records them as strings)
+    return training.Job(data=Path(data), model=kw.pop("model", TINY),
+                        output=kw.pop("output", tmp_path / "run"), size=32, verbose=False,
                         recipe=recipe, **kw)
 
 
