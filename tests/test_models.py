@@ -264,6 +264,33 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
         assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
+@pytest.mark.parametrize("strides", [1, 2])
+def test_jax_pointwise_conv_in_bfloat16_accumulates_in_float32(strides):
+    """A 1x1 conv under a mixed bfloat16 policy on JAX: a matrix product of bfloat16 operands
+    with a float32 result (XLA:CPU's fast form), rounded to bfloat16 once; within that one
+    rounding (and the operands') of the float32 layer."""
+    import re
+
+    import jax
+
+    from senet.blocks import Conv2D
+
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 32)).astype("float32")
+    ref = Conv2D(16, 1, strides=strides, use_bias=False, dtype="float32")
+    layer = Conv2D(16, 1, strides=strides, use_bias=False, dtype="mixed_bfloat16")
+    want = keras.ops.convert_to_numpy(ref(x))
+    layer.build(x.shape)
+    layer.set_weights(ref.get_weights())
+    got = layer(x)
+    assert got.dtype == "bfloat16" and got.shape == want.shape == (2, 6 // strides, 6 // strides, 16)
+    got = np.asarray(got, "float32")
+    assert np.abs(got - want).max() <= 2 ** -6 * np.abs(want).max() and not np.allclose(got, want)
+    hlo = jax.jit(layer).lower(x).as_text()
+    products = re.findall(r"stablehlo\.dot_general .*-> tensor<([0-9x]+)x(\w+)>", hlo)
+    assert products == [(f"{2 * (6 // strides) ** 2}x16", "f32")], products
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
 @pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
 def test_keras_engine_forward_on_torch_equals_the_model(name):
