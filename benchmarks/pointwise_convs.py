@@ -3,11 +3,14 @@ matrix product on the 1x1 convolutions of SE-ResNet-50 (NHWC, float32), and the 
 same numbers.
 
     python benchmarks/pointwise_convs.py --backend jax|torch [--batch-size 16]
+    python benchmarks/pointwise_convs.py --backend jax --bfloat16
 
 jax: XLA:CPU's convolution against its dot (jitted). torch: oneDNN's convolution on the NHWC
 tensor as NCHW in channels_last memory (what senet's PyTorch paths run) against
-`torch.nn.functional.linear` on the NHWC tensor. Prints ms and GFLOP/s per shape (median of
-10 calls after one warm-up).
+`torch.nn.functional.linear` on the NHWC tensor. jax --bfloat16: the dot of bfloat16
+operands with a bfloat16 result against the same dot accumulated into float32 and rounded
+once (what senet runs under a mixed bfloat16 policy). Prints ms and GFLOP/s per shape
+(median of 10 calls after one warm-up).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ SHAPES = [(56, 64, 256), (56, 256, 64), (28, 512, 128), (28, 128, 512), (14, 102
           (14, 256, 1024), (7, 2048, 512), (7, 512, 2048)]
 
 
-def _jax_ops():
+def _jax_ops(bfloat16=False):
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -31,18 +34,23 @@ def _jax_ops():
         return lax.conv_general_dilated(x, k, (1, 1), "VALID",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    def dot(x, k):
+    def dot(x, k, into=None):
         n, h, w, c = x.shape
-        return jnp.matmul(x.reshape(-1, c), k.reshape(c, -1)).reshape(n, h, w, -1)
+        y = jnp.matmul(x.reshape(-1, c), k.reshape(c, -1), preferred_element_type=into)
+        return y.astype(x.dtype).reshape(n, h, w, -1)
 
-    def prepare(x, k):  # -> arguments of conv, of dot
-        x, k = jnp.asarray(x), jnp.asarray(k)
+    def prepare(x, k):  # -> arguments of the first op, of the second
+        dtype = jnp.bfloat16 if bfloat16 else jnp.float32
+        x, k = jnp.asarray(x, dtype), jnp.asarray(k, dtype)
         return (x, k), (x, k)
 
     def run(f, *a):
-        return np.asarray(f(*a).block_until_ready())
+        return np.asarray(f(*a).block_until_ready(), np.float32)
 
-    return jax.jit(conv), jax.jit(dot), prepare, run
+    if bfloat16:
+        return (jax.jit(dot), jax.jit(lambda x, k: dot(x, k, jnp.float32)), prepare, run,
+                ("dot, bfloat16 result", "dot into float32"))
+    return jax.jit(conv), jax.jit(dot), prepare, run, ("conv", "matmul")
 
 
 def _torch_ops():
@@ -64,15 +72,19 @@ def _torch_ops():
     def run(f, *a):
         return f(*a).numpy()
 
-    return conv, dot, prepare, run
+    return conv, dot, prepare, run, ("conv", "matmul")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", choices=["jax", "torch"], required=True)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--bfloat16", action="store_true", help="jax: bfloat16 products")
     args = p.parse_args()
-    conv, dot, prepare, run = (_jax_ops if args.backend == "jax" else _torch_ops)()
+    if args.bfloat16 and args.backend != "jax":
+        p.error("--bfloat16 compares JAX's two bfloat16 products; use --backend jax")
+    conv, dot, prepare, run, names = (_jax_ops(args.bfloat16) if args.backend == "jax"
+                                      else _torch_ops())
 
     def timed(f, *a, n=10):
         run(f, *a)
@@ -85,8 +97,8 @@ def main():
 
     rng = np.random.default_rng(0)
     b = args.batch_size
-    print(f"| {args.backend}, {b} images, 1x1 | conv ms (GFLOP/s) | matmul ms (GFLOP/s) "
-          "| max abs diff |")
+    print(f"| {args.backend}, {b} images, 1x1 | {names[0]} ms (GFLOP/s) | {names[1]} ms "
+          "(GFLOP/s) | max abs diff |")
     print("| --- | ---: | ---: | ---: |")
     total = [0.0, 0.0]
     for hw, cin, cout in SHAPES:
