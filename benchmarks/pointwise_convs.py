@@ -1,25 +1,21 @@
-"""Why senet computes some convs as matrix products: the engine's convolution against its
+"""Why senet computes some 1x1 convs as matrix products: the engine's convolution against its
 matrix product on the 1x1 convolutions of SE-ResNet-50 (NHWC, float32), and the two give the
 same numbers.
 
     python benchmarks/pointwise_convs.py --backend jax|torch [--batch-size 16]
     python benchmarks/pointwise_convs.py --backend jax --bfloat16
-    python benchmarks/pointwise_convs.py --backend jax --strided
 
 jax: XLA:CPU's convolution against its dot (jitted). torch: oneDNN's convolution on the NHWC
 tensor as NCHW in channels_last memory (what senet's PyTorch paths run) against
 `torch.nn.functional.linear` on the NHWC tensor. jax --bfloat16: the dot of bfloat16
 operands with a bfloat16 result against the same dot accumulated into float32 and rounded
-once (what senet runs under a mixed bfloat16 policy). jax --strided: the stride-2 convs of
-senet's nets (kernel, padded input size, channels) as XLA's convolution against senet's
-one product over the patches (`senet.blocks.Conv2D._jax_strided`), with the rule that picks
-between them. Prints ms and GFLOP/s per shape (median of 10 calls after one warm-up).
+once (what senet runs under a mixed bfloat16 policy). Prints ms and GFLOP/s per shape
+(median of 10 calls after one warm-up).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -27,12 +23,6 @@ import numpy as np
 # (spatial size, input channels, output channels): SE-ResNet-50's 1x1 convs, stage by stage
 SHAPES = [(56, 64, 256), (56, 256, 64), (28, 512, 128), (28, 128, 512), (14, 1024, 256),
           (14, 256, 1024), (7, 2048, 512), (7, 512, 2048)]
-# (kernel, padded input size, input channels, output channels): the stride-2 convs of the
-# stems (SE-ResNet-50's 7x7, SENet-154's and the ResNet-D deep stem's first 3x3), the
-# ResNet-D units' 3x3 (SE-ResNet-50-D), SENet-154's 3x3 shortcut convs
-STRIDED = [(7, 230, 3, 64), (3, 226, 3, 64), (3, 226, 3, 32), (3, 58, 128, 128),
-           (3, 30, 256, 256), (3, 16, 512, 512), (3, 58, 256, 512), (3, 30, 512, 1024),
-           (3, 16, 1024, 2048)]
 
 
 def _jax_ops(bfloat16=False):
@@ -85,50 +75,18 @@ def _torch_ops():
     return conv, dot, prepare, run, ("conv", "matmul")
 
 
-def _strided(batch, timed):
-    """The --strided table: stride-2 convs on JAX, XLA's convolution against senet's form."""
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    import jax
-    from jax import lax
-
-    from senet import blocks
-
-    def conv(x, k):
-        return lax.conv_general_dilated(x, k, (2, 2), "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    def run(f, *a):
-        return np.asarray(f(*a).block_until_ready())
-
-    rng = np.random.default_rng(0)
-    print(f"| jax, {batch} images, stride 2 | conv ms (GFLOP/s) | patches x kernel ms (GFLOP/s) "
-          "| max abs diff | senet runs |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for kernel, hw, cin, cout in STRIDED:
-        layer = blocks.Conv2D(cout, kernel, strides=2)
-        x = rng.standard_normal((batch, hw, hw, cin), np.float32)
-        k = rng.standard_normal((kernel, kernel, cin, cout), np.float32) * 0.05
-        xla, ours = jax.jit(conv), jax.jit(layer._jax_strided)
-        out = (hw - kernel) // 2 + 1
-        gflop = 2 * batch * out * out * kernel * kernel * cin * cout / 1e9
-        tc, td = timed(run, xla, x, k), timed(run, ours, x, k)
-        diff = float(np.abs(run(xla, x, k) - run(ours, x, k)).max())
-        choice = "patches" if blocks.strided_as_product(cin, cout) else "conv"
-        print(f"| {kernel}x{kernel}, {hw}x{hw}, {cin} -> {cout} | "
-              f"{tc:.1f} ({gflop / tc * 1e3:.0f}) | {td:.1f} ({gflop / td * 1e3:.0f}) | {diff:.1e} | {choice} |", flush=True)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", choices=["jax", "torch"], required=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--bfloat16", action="store_true", help="jax: bfloat16 products")
-    p.add_argument("--strided", action="store_true", help="jax: stride-2 convs")
     args = p.parse_args()
-    if (args.bfloat16 or args.strided) and args.backend != "jax":
-        p.error("--bfloat16 and --strided compare JAX's forms; use --backend jax")
+    if args.bfloat16 and args.backend != "jax":
+        p.error("--bfloat16 compares JAX's two bfloat16 products; use --backend jax")
+    conv, dot, prepare, run, names = (_jax_ops(args.bfloat16) if args.backend == "jax"
+                                      else _torch_ops())
 
-    def timed(run, f, *a, n=10):
+    def timed(f, *a, n=10):
         run(f, *a)
         ts = []
         for _ in range(n):
@@ -137,10 +95,6 @@ def main():
             ts.append(time.perf_counter() - t)
         return float(np.median(ts)) * 1e3
 
-    if args.strided:
-        return _strided(args.batch_size, timed)
-    conv, dot, prepare, run, names = (_jax_ops(args.bfloat16) if args.backend == "jax"
-                                      else _torch_ops())
     rng = np.random.default_rng(0)
     b = args.batch_size
     print(f"| {args.backend}, {b} images, 1x1 | {names[0]} ms (GFLOP/s) | {names[1]} ms "
@@ -152,7 +106,7 @@ def main():
         k = rng.standard_normal((1, 1, cin, cout), np.float32) * 0.05
         a_conv, a_dot = prepare(x, k)
         gflop = 2 * b * hw * hw * cin * cout / 1e9
-        tc, td = timed(run, conv, *a_conv), timed(run, dot, *a_dot)
+        tc, td = timed(conv, *a_conv), timed(dot, *a_dot)
         total[0] += tc
         total[1] += td
         diff = float(np.abs(run(conv, *a_conv) - run(dot, *a_dot)).max())

@@ -48,7 +48,6 @@ class Conv2D(layers.Conv2D):
       3x3 convs of SE-ResNeXt); `grouped_chunks` splits it into a few dense convolutions
       with block-diagonal kernels (see there).
     - JAX, 1x1: a matrix product (`_jax_pointwise`).
-    - JAX, strided and wide: one matrix product over the patches (`strided_as_product`).
     Other cases are Keras' own.
     """
 
@@ -75,10 +74,6 @@ class Conv2D(layers.Conv2D):
             return self._jax_grouped(inputs, kernel)
         if backend == "jax" and self.kernel_size == (1, 1) and self.groups == 1 and channels_last:
             return self._jax_pointwise(inputs, kernel)
-        if backend == "jax" and self.strides != (1, 1) and self.groups == 1 and channels_last \
-                and self.padding == "valid" and self.dilation_rate == (1, 1) \
-                and strided_as_product(kernel.shape[2], self.filters):
-            return self._jax_strided(inputs, kernel)
         return super().convolution_op(inputs, kernel)
 
     def _jax_pointwise(self, inputs, kernel):
@@ -94,23 +89,10 @@ class Conv2D(layers.Conv2D):
         if (sh, sw) != (1, 1):
             inputs = inputs[:, ::sh, ::sw, :]
         h, w, c = inputs.shape[1:]
-        y = _jax_product(jnp.reshape(inputs, (-1, c)), jnp.reshape(kernel, (c, -1)))
-        return jnp.reshape(y, (-1, h, w, y.shape[-1]))
-
-    def _jax_strided(self, inputs, kernel):
-        """A strided conv as one matrix product over its patches (im2col), for the shapes
-        `strided_as_product` picks. Padding is 'valid': senet pads strided convs itself."""
-        import jax.numpy as jnp
-
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        h, w, c = inputs.shape[1:]
-        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-        patches = jnp.concatenate(
-            [inputs[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-             for i in range(kh) for j in range(kw)], axis=-1)  # (n, ho, wo, kh*kw*c)
-        y = _jax_product(jnp.reshape(patches, (-1, kh * kw * c)),
-                         jnp.reshape(kernel, (kh * kw * c, -1)))
-        return jnp.reshape(y, (-1, ho, wo, y.shape[-1]))
+        narrow = inputs.dtype in (jnp.bfloat16, jnp.float16)
+        y = jnp.matmul(jnp.reshape(inputs, (-1, c)), jnp.reshape(kernel, (c, -1)),
+                       preferred_element_type=jnp.float32 if narrow else None)
+        return jnp.reshape(y.astype(inputs.dtype), (-1, h, w, y.shape[-1]))
 
     def _torch_conv(self, inputs, kernel):
         import torch
@@ -149,29 +131,6 @@ class Conv2D(layers.Conv2D):
             outs.append(lax.conv_general_dilated(x, k, self.strides, self.padding.upper(),
                                                  dimension_numbers=layout))
         return outs[0] if chunks == 1 else lax.concatenate(outs, axis)
-
-
-def _jax_product(x, k):
-    """x @ k in x's dtype; bfloat16 and float16 accumulate into float32, rounded once (the form
-    XLA:CPU runs fast, see `Conv2D._jax_pointwise`)."""
-    import jax.numpy as jnp
-
-    narrow = x.dtype in (jnp.bfloat16, jnp.float16)
-    y = jnp.matmul(x, k, preferred_element_type=jnp.float32 if narrow else None)
-    return y.astype(x.dtype)
-
-
-def strided_as_product(cin: int, cout: int) -> bool:
-    """Whether a strided conv runs as one product over its patches on JAX (`_jax_strided`).
-
-    XLA:CPU runs some strided convolutions at a fraction of its usual speed: SENet-154's 3x3
-    stride-2 shortcut convs at about 60 GFLOP/s against 150-200 for its other convs, while
-    one matrix product over the patches (9/4 of the input for a 3x3 window at stride 2)
-    runs at 110-180. On narrower shapes the convolution is as fast or faster (30x30, 256 ->
-    256: 31-36 against 44-59 ms; the image stems' 3-channel convs within 10% either way
-    from run to run), so those stay convolutions
-    (`python benchmarks/pointwise_convs.py --backend jax --strided`)."""
-    return cin * cout >= 256 * 512
 
 
 _WEIGHTS_TO_COME = contextvars.ContextVar("senet_weights_to_come", default=False)

@@ -291,46 +291,6 @@ def test_jax_pointwise_conv_in_bfloat16_accumulates_in_float32(strides):
     assert products == [(f"{2 * (6 // strides) ** 2}x16", "f32")], products
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
-@pytest.mark.parametrize("kernel, cin, cout, product", [(3, 256, 512, True), (3, 16, 32, False),
-                                                         (7, 3, 8, False)])
-def test_jax_strided_conv_as_a_product_over_patches(kernel, cin, cout, product):
-    """A stride-2 conv on JAX: the wide ones (SENet-154's shortcut convs) as one matrix product
-    over the patches, the others as XLA's convolution; either way
-    Keras' own convolution's outputs and gradients up to float32 rounding, and in bfloat16
-    the product accumulates into float32."""
-    import re
-
-    import jax
-
-    from senet.blocks import Conv2D
-
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, 11, 9, cin)).astype("float32")
-    layer = Conv2D(cout, kernel, strides=2, use_bias=False)
-    layer.build(x.shape)
-    k = rng.normal(size=layer.kernel.shape).astype("float32") / np.sqrt(kernel * kernel * cin)
-
-    def loss(op):
-        return jax.value_and_grad(lambda x, k: (op(x, k) ** 2).sum(), argnums=(0, 1))
-
-    got = loss(layer.convolution_op)(x, k)
-    want = loss(lambda x, k: keras.layers.Conv2D.convolution_op(layer, x, k))(x, k)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
-    hlo = jax.jit(layer.convolution_op).lower(x, k).as_text()
-    assert ("stablehlo.dot_general" in hlo) == product
-    assert ("stablehlo.convolution" in hlo) == (not product)
-    if product:
-        mixed = Conv2D(cout, kernel, strides=2, use_bias=False, dtype="mixed_bfloat16")
-        mixed.build(x.shape)
-        mixed.set_weights([k])
-        hlo = jax.jit(mixed).lower(x).as_text()
-        products = re.findall(r"stablehlo\.dot_general .*-> tensor<[0-9x]+x(\w+)>", hlo)
-        assert products == ["f32"] and mixed(x).dtype == "bfloat16"
-
-
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
 @pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
 def test_keras_engine_forward_on_torch_equals_the_model(name):
