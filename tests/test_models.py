@@ -291,6 +291,52 @@ def test_jax_pointwise_conv_in_bfloat16_accumulates_in_float32(strides):
     assert products == [(f"{2 * (6 // strides) ** 2}x16", "f32")], products
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
+def test_keras_engine_on_jax_cuts_long_stages_into_programs():
+    """The Keras engine on JAX compiles a float32 stage longer than `units` residual units as
+    several programs, cut at every `units`-th unit's output: the model's outputs. The
+    reason, checked on the compiled programs: compiled whole, XLA fuses the residual sums of
+    a whole stage into one computation (it stores no unit's output); cut, no fusion spans
+    more than `units` units. Should XLA stop doing that, the contrast fails and the cut is
+    no longer needed. Mixed bfloat16 (where XLA stores the sums) and short stages: one
+    program, Keras' own."""
+    import re
+
+    import jax
+
+    from senet import engines
+
+    def longest_chain(part):
+        args = ([v.value for v in part.trainable_variables],
+                [v.value for v in part.non_trainable_variables],
+                np.zeros((2, *part.inputs[0].shape[1:]), "float32"))
+        hlo = jax.jit(lambda t, o, x: part.stateless_call(t, o, x, training=False)[0]) \
+            .lower(*args).compile().as_text()
+        bodies = re.findall(r"\n%fused_computation[.\d]* (.*?)\n}", hlo, re.S)
+        return max(len(set(re.findall(r'op_name="[^"]*/(conv\d+_\d+)_relu/', b))) for b in bodies)
+
+    rng = np.random.default_rng(6)
+    variant = tiny("senet154", depths=(1, 1, 7, 1))
+    model = senet.build(variant, input_shape=(64, 64, 3), classes=5, classifier_activation=None)
+    _move_batchnorms(model, rng)
+    assert engines._jax_forward(model) is None  # 7 units: one program, as Keras runs it
+    forward = engines._jax_forward(model, units=3)
+    assert [p.layers[-1].name for p in forward.parts[:-1]] == ["conv4_3_relu", "conv4_6_relu"]
+    x = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    want = np.asarray(model.predict_on_batch(x))
+    got = np.asarray(forward(x))
+    assert got.shape == want.shape == (2, 5) and want.std() > 0.1
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+    whole, parts = longest_chain(model), [longest_chain(p) for p in forward.parts]
+    assert whole == 7 and max(parts) <= 3, (whole, parts)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = senet.build(variant, input_shape=(64, 64, 3), classes=5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert engines._jax_forward(mixed, units=3) is None
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
 @pytest.mark.parametrize("name", ["se_resnet18", "senet154", "seresnextaa101d_32x8d"])
 def test_keras_engine_forward_on_torch_equals_the_model(name):

@@ -1,0 +1,87 @@
+"""Why the Keras engine on JAX compiles a deep net as several programs
+(`senet.engines._jax_forward`): the net's forward compiled whole (Keras' `predict_on_batch`)
+against the engine's programs, in one process, timed alternately.
+
+    python benchmarks/jax_programs.py [--model senet154,se_resnet152] [--batch-size 1,16]
+        [--precision float32|bfloat16] [--rounds 6] [--units 8]
+
+Random weights with BatchNorm statistics moved off their defaults (224 px). Prints the
+median of each path's times and the median of the per-round ratios, with their range;
+`--units N` cuts every N units of a stage instead of the engine's default (a net whose
+stages are all shorter is then cut nowhere, and is reported so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def _weight(path, shape, rng):
+    """A random weight: He-scaled kernels, BatchNorm statistics away from 0 and 1."""
+    if path.endswith(("variance", "gamma")):
+        return (1 + rng.uniform(0.1, 0.5, shape)).astype("float32")
+    if path.endswith(("mean", "beta")):
+        return rng.normal(0, 0.3, shape).astype("float32")
+    return rng.normal(0, np.sqrt(2 / max(1, np.prod(shape[:-1]))), shape).astype("float32")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="senet154,se_resnet152")
+    p.add_argument("--batch-size", default="1,16")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--units", type=int, default=None)
+    args = p.parse_args()
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    from senet import blocks, engines
+    from senet.models import create_model
+
+    if keras.backend.backend() != "jax":
+        raise SystemExit("run with KERAS_BACKEND=jax")
+    units = args.units or engines.UNITS_PER_PROGRAM
+    rng = np.random.default_rng(0)
+    print(f"Keras on JAX, {args.precision}, at most {units} units of a stage per program")
+    print("| model | batch | programs | whole, ms | programs, ms | ratio (range) |")
+    print("| --- | ---: | --- | ---: | ---: | --- |")
+    for name in args.model.split(","):
+        keras.config.set_dtype_policy("mixed_bfloat16" if args.precision == "bfloat16"
+                                      else "float32")
+        try:
+            with blocks.weights_to_come():
+                model = create_model(name, weights=None)
+        finally:
+            keras.config.set_dtype_policy("float32")
+        model.set_weights([_weight(v.path, w.shape, rng)
+                           for v, w in zip(model.weights, model.get_weights())])
+        forward = engines._jax_forward(model, units=units)
+        if forward is None:
+            print(f"| {name} | | | no stage longer than {units} units: one program | | |")
+            continue
+        for batch in (int(b) for b in args.batch_size.split(",")):
+            x = rng.random((batch, 224, 224, 3), np.float32)
+            paths = {"whole": lambda: model.predict_on_batch(x),
+                     "programs": lambda: np.asarray(forward(x))}
+            for f in paths.values():
+                f()
+            times = {k: [] for k in paths}
+            for i in range(args.rounds):
+                for k, f in list(paths.items())[::1 if i % 2 == 0 else -1]:
+                    t = time.perf_counter()
+                    f()
+                    times[k].append(time.perf_counter() - t)
+            ratios = [a / b for a, b in zip(times["whole"], times["programs"])]
+            print(f"| {name} | {batch} | {len(forward.parts)} | "
+                  f"{1e3 * np.median(times['whole']):.0f} | "
+                  f"{1e3 * np.median(times['programs']):.0f} | {np.median(ratios):.2f}x "
+                  f"({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
