@@ -286,11 +286,12 @@ def _jax_forward(model, units=UNITS_PER_PROGRAM):
     36 convs). The work grows with the square of the stage's length. XLA:CPU drops
     `optimization_barrier` before fusion, so the cut is made between programs: one program
     every `units` units of a stage, the cut tensor stored between them. At 8 units a
-    program, SENet-154 at batch 16 ran 1.17x as fast (5.9 -> 5.0 s), at batch 1 1.20x;
-    nets whose stages have at most 8 units (SE-ResNet-50, SE-ResNeXt-50) are left whole,
-    as a cut there cost 3-5% at batch 16 (`python benchmarks/jax_programs.py`). float32
-    only: in mixed bfloat16 XLA stores each sum (a cast ends the fusion), and the cut
-    measured 0.97x / 1.03x at batch 16 / 1. The weights are read at each call.
+    program, at batch 16 / 1: SENet-154 1.17x / 1.24x as fast, SE-ResNet-152 1.37x / 1.52x
+    (`python benchmarks/jax_programs.py`). Nets whose stages have at most 8 units
+    (SE-ResNet-50, SE-ResNeXt-50: 6) stay one program: cut every 4 units, they measured
+    0.91-1.07x, within the noise (`--units 4`). float32 only: in mixed bfloat16 XLA stores
+    each sum (seen in the compiled program), and the cut measured 0.97x / 1.03x on
+    SENet-154. The weights are read at each call.
     """
     import re
 
