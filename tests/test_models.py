@@ -328,7 +328,7 @@ def test_keras_engine_on_jax_cuts_long_stages_into_programs():
     assert got.shape == want.shape == (2, 5) and want.std() > 0.1
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
     whole, parts = longest_chain(model), [longest_chain(p) for p in forward.parts]
-    assert whole == 7 and max(parts) <= 3, (whole, parts)
+    assert whole >= 7 and max(parts) <= 3, (whole, parts)
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         mixed = senet.build(variant, input_shape=(64, 64, 3), classes=5)
