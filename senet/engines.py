@@ -283,9 +283,10 @@ def _jax_forward(model, units=UNITS_PER_PROGRAM):
     XLA fuses that cheap ReLU into both readers instead of storing it once; so no unit's
     output is ever stored, and the addition of unit k recomputes the whole residual sum of
     units 1..k-1 from their conv outputs (SENet-154's conv4: one fusion reads the outputs of
-    36 convs). The work grows with the square of the stage's length. XLA:CPU drops
-    `optimization_barrier` before fusion, so the cut is made between programs: one program
-    every `units` units of a stage, the cut tensor stored between them. At 8 units a
+    36 convs). The work grows with the square of the stage's length. An
+    `optimization_barrier` at each unit's output does not stop it (ad hoc: the compiled
+    program has none left, and the same fusions), so the cut is made between programs: one
+    program every `units` units of a stage, the cut tensor stored between them. At 8 units a
     program, at batch 16 / 1: SENet-154 1.17x / 1.24x as fast, SE-ResNet-152 1.37x / 1.52x
     (`python benchmarks/jax_programs.py`). Nets whose stages have at most 8 units
     (SE-ResNet-50, SE-ResNeXt-50: 6) stay one program: cut every 4 units, they measured
