@@ -5,7 +5,7 @@ against the engine's programs, in one process, timed alternately.
     python benchmarks/jax_programs.py [--model senet154,se_resnet152] [--batch-size 1,16]
         [--precision float32|bfloat16] [--rounds 6] [--units 8]
 
-Random weights with BatchNorm statistics moved off their defaults (224 px). Prints the
+Random weights and inputs, as `senet benchmark` times them (224 px). Prints the
 median of each path's times and the median of the per-round ratios, with their range;
 `--units N` cuts every N units of a stage instead of the engine's default (a net whose
 stages are all shorter is then cut nowhere, and is reported so).
@@ -20,15 +20,6 @@ import time
 import numpy as np
 
 
-def _weight(path, shape, rng):
-    """A random weight: He-scaled kernels, BatchNorm statistics away from 0 and 1."""
-    if path.endswith(("variance", "gamma")):
-        return (1 + rng.uniform(0.1, 0.5, shape)).astype("float32")
-    if path.endswith(("mean", "beta")):
-        return rng.normal(0, 0.3, shape).astype("float32")
-    return rng.normal(0, np.sqrt(2 / max(1, np.prod(shape[:-1]))), shape).astype("float32")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="senet154,se_resnet152")
@@ -40,13 +31,12 @@ def main():
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
-    from senet import blocks, engines
+    from senet import bench, engines
     from senet.models import create_model
 
     if keras.backend.backend() != "jax":
         raise SystemExit("run with KERAS_BACKEND=jax")
     units = args.units or engines.UNITS_PER_PROGRAM
-    rng = np.random.default_rng(0)
     print(f"Keras on JAX, {args.precision}, at most {units} units of a stage per program"
           + (" (the engine cuts float32 only)" if args.precision == "bfloat16" else ""))
     print("| model | batch | programs | whole, ms | programs, ms | ratio (range) |")
@@ -55,18 +45,15 @@ def main():
         keras.config.set_dtype_policy("mixed_bfloat16" if args.precision == "bfloat16"
                                       else "float32")
         try:
-            with blocks.weights_to_come():
-                model = create_model(name, weights=None)
+            model = create_model(name, weights=None)
         finally:
             keras.config.set_dtype_policy("float32")
-        model.set_weights([_weight(v.path, w.shape, rng)
-                           for v, w in zip(model.weights, model.get_weights())])
         forward = engines._jax_programs(model, units)  # in bfloat16 too, to measure it
         if forward is None:
             print(f"| {name} | | | no stage longer than {units} units: one program | | |")
             continue
         for batch in (int(b) for b in args.batch_size.split(",")):
-            x = rng.random((batch, 224, 224, 3), np.float32)
+            x = bench._noise(batch, 224)
             paths = {"whole": lambda: model.predict_on_batch(x),
                      "programs": lambda: np.asarray(forward(x))}
             for f in paths.values():

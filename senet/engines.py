@@ -278,21 +278,21 @@ def _jax_forward(model, units=UNITS_PER_PROGRAM):
     """Inference on JAX as a few compiled programs in a row, for a net with a stage of more
     than `units` residual units; None (Keras' `predict_on_batch`, one program) otherwise.
 
-    Compiled as one program, a long stage runs slowly on XLA:CPU. A unit's output (ReLU of
-    the sum) is read by the next unit twice, by its first conv and by its addition, and
-    XLA fuses that cheap ReLU into both readers instead of storing it once; so no unit's
-    output is ever stored, and the addition of unit k recomputes the whole residual sum of
-    units 1..k-1 from their conv outputs (SENet-154's conv4: one fusion reads the outputs of
-    36 convs). The work grows with the square of the stage's length. An
-    `optimization_barrier` at each unit's output does not stop it (ad hoc: the compiled
-    program has none left, and the same fusions), so the cut is made between programs: one
-    program every `units` units of a stage, the cut tensor stored between them. At 8 units a
-    program, at batch 16 / 1: SENet-154 1.17x / 1.24x as fast, SE-ResNet-152 1.37x / 1.52x
-    (`python benchmarks/jax_programs.py`). Nets whose stages have at most 8 units
-    (SE-ResNet-50, SE-ResNeXt-50: 6) stay one program: cut every 4 units, they measured
-    0.91-1.07x, within the noise (`--units 4`). float32 only: in mixed bfloat16 XLA stores
-    each sum (seen in the compiled program), and the cut measured 0.97-0.98x / 1.01-1.03x
-    on SENet-154 (`--precision bfloat16`, two runs). The weights are read at each call.
+    Compiled as one program, a long stage runs slowly on XLA:CPU. A unit's output (ReLU of the
+    sum) is read by the next unit twice, by its first conv and by its addition, and XLA fuses
+    that cheap ReLU into both readers instead of storing it once; so no unit's output is ever
+    stored, and the addition of unit k recomputes the whole residual sum of units 1..k-1 from
+    their conv outputs (SENet-154's conv4: one fusion reads the outputs of 36 convs). The work
+    grows with the square of the stage's length. An `optimization_barrier` at each unit's output
+    does not stop it (ad hoc: the compiled program has none left, and the same fusions), so the
+    cut is made between programs: one program every `units` units of a stage, the cut tensor
+    stored between them. At 8 units a program, at batch 16 / 1: SENet-154 1.17x / 1.24-1.26x as
+    fast, SE-ResNet-152 1.34-1.37x / 1.36-1.52x (two runs of `python
+    benchmarks/jax_programs.py`). Nets whose stages have at most 8 units (SE-ResNet-50,
+    SE-ResNeXt-50: 6) stay one program: cut every 4 units, they measured 0.91-1.07x, within the
+    noise (`--units 4`). float32 only: in mixed bfloat16 XLA stores each sum (seen in the
+    compiled program), and the cut measured 0.97-0.98x / 1.01-1.03x on SENet-154 (`--precision
+    bfloat16`, two runs). The weights are read at each call.
     """
     if any(layer.compute_dtype != "float32" for layer in model.layers):
         return None
