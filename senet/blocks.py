@@ -47,7 +47,7 @@ class Conv2D(layers.Conv2D):
     - JAX, groups > 1: XLA:CPU's grouped convolution is slow (about 1 GFLOP/s on the 32-group
       3x3 convs of SE-ResNeXt); `grouped_chunks` splits it into a few dense convolutions
       with block-diagonal kernels (see there).
-    - JAX, 1x1: a matrix product (`_jax_pointwise`).
+    - JAX, 1x1, and any dense conv in bfloat16: a matrix product (`_jax_product`).
     Other cases are Keras' own.
     """
 
@@ -72,27 +72,64 @@ class Conv2D(layers.Conv2D):
             return self._torch_conv(inputs, kernel)
         if backend == "jax" and self.groups > 1 and self.dilation_rate == (1, 1):
             return self._jax_grouped(inputs, kernel)
-        if backend == "jax" and self.kernel_size == (1, 1) and self.groups == 1 and channels_last:
-            return self._jax_pointwise(inputs, kernel)
+        if backend == "jax" and self.groups == 1 and channels_last \
+                and self.dilation_rate == (1, 1) \
+                and (self.kernel_size == (1, 1) or _narrow(inputs.dtype)):
+            return self._jax_product(inputs, kernel)
         return super().convolution_op(inputs, kernel)
 
-    def _jax_pointwise(self, inputs, kernel):
-        """A 1x1 conv as the matrix product it is: XLA:CPU runs the product about twice as
-        fast as a dot as it does as a convolution (`benchmarks/pointwise_convs.py`), with the
-        same result. A stride keeps every s-th pixel, which is what 'valid' and 'same' both
-        compute for a 1x1 window. In bfloat16 (a mixed policy) the product accumulates into
-        float32, rounded once at the end: XLA:CPU's fast bfloat16 product is that form
-        (`benchmarks/pointwise_convs.py --backend jax --bfloat16`: 81 against 136 ms)."""
+    def _jax_product(self, inputs, kernel):
+        """The conv as one matrix product: each output pixel's window (kh*kw*cin values, the
+        kernel's HWIO order) times the kernel as a (kh*kw*cin, cout) matrix.
+
+        - 1x1: the window is the pixel, so the product needs no copy; XLA:CPU runs the dot
+          about twice as fast as the same convolution (`benchmarks/pointwise_convs.py`).
+        - bfloat16 or float16 (a mixed policy): the product accumulates into float32, rounded
+          once at the end, XLA:CPU's fast bfloat16 form (81 against 136 ms for SE-ResNet-50's
+          1x1 convs, `benchmarks/pointwise_convs.py --backend jax --bfloat16`). XLA:CPU has no
+          fast bfloat16 convolution (SE-ResNet-50's 3x3 convs: no faster than in float32; its
+          7x7 stem 2.3x slower), so in bfloat16 larger windows are copied out and multiplied
+          the same way, which pays for the copies: the forward 1.16-1.27x faster on
+          SE-ResNet-50 and SENet-154, 0.97-1.06x on SE-ResNeXt-50, whose only such conv is
+          the stem (`benchmarks/jax_products.py`). In float32 XLA's convolution is as fast
+          (0.97-0.99x with the product), so it stays.
+        'same' pads as Keras does (the extra row or column after), so every case computes
+        Keras' windows. The gradient of a larger window is XLA's convolution's, as before:
+        through the copies a bfloat16 training step was slower (SE-ResNet-50, 16 images:
+        0.92x, ad hoc); with the convolution's gradient it is not (1.02x, `--train`)."""
+        import jax
+
+        if self.kernel_size == (1, 1):
+            return self._jax_windows_product(inputs, kernel)
+
+        def convolution(x, k):  # in the product's output dtype, for its cotangent
+            return super(Conv2D, self).convolution_op(x, k).astype(x.dtype)
+
+        @jax.custom_vjp
+        def product(x, k):
+            return self._jax_windows_product(x, k)
+
+        product.defvjp(lambda x, k: (product(x, k), (x, k)),
+                       lambda saved, dy: jax.vjp(convolution, *saved)[1](dy))
+        return product(inputs, keras.ops.convert_to_tensor(kernel))
+
+    def _jax_windows_product(self, inputs, kernel):
         import jax.numpy as jnp
 
-        sh, sw = self.strides
-        if (sh, sw) != (1, 1):
-            inputs = inputs[:, ::sh, ::sw, :]
-        h, w, c = inputs.shape[1:]
-        narrow = inputs.dtype in (jnp.bfloat16, jnp.float16)
-        y = jnp.matmul(jnp.reshape(inputs, (-1, c)), jnp.reshape(kernel, (c, -1)),
-                       preferred_element_type=jnp.float32 if narrow else None)
-        return jnp.reshape(y.astype(inputs.dtype), (-1, h, w, y.shape[-1]))
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "same":
+            pads = [(0, 0)] + [_same_padding(n, k, s) for n, k, s in
+                               zip(inputs.shape[1:3], (kh, kw), (sh, sw))] + [(0, 0)]
+            inputs = jnp.pad(inputs, pads)
+        _, h, w, c = inputs.shape
+        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        taps = [inputs[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+                for i in range(kh) for j in range(kw)]
+        windows = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+        y = jnp.matmul(jnp.reshape(windows, (-1, kh * kw * c)),
+                       jnp.reshape(kernel, (kh * kw * c, -1)),
+                       preferred_element_type=jnp.float32 if _narrow(inputs.dtype) else None)
+        return jnp.reshape(y.astype(inputs.dtype), (-1, oh, ow, y.shape[-1]))
 
     def _torch_conv(self, inputs, kernel):
         import torch
@@ -131,6 +168,16 @@ class Conv2D(layers.Conv2D):
             outs.append(lax.conv_general_dilated(x, k, self.strides, self.padding.upper(),
                                                  dimension_numbers=layout))
         return outs[0] if chunks == 1 else lax.concatenate(outs, axis)
+
+
+def _narrow(dtype) -> bool:
+    return str(dtype) in ("bfloat16", "float16")
+
+
+def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
+    """Keras' (and TensorFlow's) 'same': ceil(size / stride) outputs, the odd pixel after."""
+    total = max((-(-size // stride) - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
 
 
 _WEIGHTS_TO_COME = contextvars.ContextVar("senet_weights_to_come", default=False)

@@ -265,30 +265,66 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
-@pytest.mark.parametrize("strides", [1, 2])
-def test_jax_pointwise_conv_in_bfloat16_accumulates_in_float32(strides):
-    """A 1x1 conv under a mixed bfloat16 policy on JAX: a matrix product of bfloat16 operands
-    with a float32 result (XLA:CPU's fast form), rounded to bfloat16 once; within that one
-    rounding (and the operands') of the float32 layer."""
+@pytest.mark.parametrize("kernel,strides,padding", [(1, 1, "valid"), (1, 2, "same"),
+                                                    (3, 1, "same"), (3, 2, "valid"),
+                                                    (3, 2, "same"), (4, 3, "same"),
+                                                    (7, 2, "valid")])
+def test_jax_conv_in_bfloat16_is_one_product_into_float32(kernel, strides, padding):
+    """A dense conv under a mixed bfloat16 policy on JAX: one matrix product of bfloat16
+    operands (each output pixel's window against the kernel) with a float32 result, XLA:CPU's
+    fast form, rounded to bfloat16 once; within that one rounding (and the operands') of the
+    float32 layer, for Keras' windows and padding (the uneven 'same' too). In float32 only
+    the 1x1 conv is a product; larger windows stay XLA's convolution, and their gradient is
+    the convolution's in bfloat16 too (Keras' layer's, exactly)."""
     import re
 
     import jax
 
     from senet.blocks import Conv2D
 
-    x = np.random.default_rng(0).normal(size=(2, 6, 6, 32)).astype("float32")
-    ref = Conv2D(16, 1, strides=strides, use_bias=False, dtype="float32")
-    layer = Conv2D(16, 1, strides=strides, use_bias=False, dtype="mixed_bfloat16")
+    x = np.random.default_rng(0).normal(size=(2, 11, 10, 8)).astype("float32")
+    ref = Conv2D(16, kernel, strides=strides, padding=padding, use_bias=False, dtype="float32")
+    layer = Conv2D(16, kernel, strides=strides, padding=padding, use_bias=False,
+                   dtype="mixed_bfloat16")
     want = keras.ops.convert_to_numpy(ref(x))
     layer.build(x.shape)
     layer.set_weights(ref.get_weights())
     got = layer(x)
-    assert got.dtype == "bfloat16" and got.shape == want.shape == (2, 6 // strides, 6 // strides, 16)
+    size = [(-(-n // strides) if padding == "same" else (n - kernel) // strides + 1)
+            for n in (11, 10)]
+    assert got.dtype == "bfloat16" and got.shape == want.shape == (2, *size, 16)
     got = np.asarray(got, "float32")
     assert np.abs(got - want).max() <= 2 ** -6 * np.abs(want).max() and not np.allclose(got, want)
-    hlo = jax.jit(layer).lower(x).as_text()
-    products = re.findall(r"stablehlo\.dot_general .*-> tensor<([0-9x]+)x(\w+)>", hlo)
-    assert products == [(f"{2 * (6 // strides) ** 2}x16", "f32")], products
+
+    def ops(layer):
+        hlo = jax.jit(layer).lower(x).as_text()
+        return (re.findall(r"stablehlo\.dot_general .*-> tensor<([0-9x]+)x(\w+)>", hlo),
+                hlo.count("stablehlo.convolution"))
+
+    assert ops(layer) == ([(f"{2 * size[0] * size[1]}x16", "f32")], 0)
+    assert ops(ref) == (([(f"{2 * size[0] * size[1]}x16", "f32")], 0) if kernel == 1 else
+                        ([], 1))
+    if kernel > 1:  # the gradient is XLA's convolution's, as for Keras' own layer
+        keras_layer = keras.layers.Conv2D(16, kernel, strides=strides, padding=padding,
+                                          use_bias=False, dtype="mixed_bfloat16")
+        keras_layer.build(x.shape)
+        dy = np.random.default_rng(1).normal(size=(2, *size, 16)).astype("float32")
+
+        def grads(layer):
+            model = keras.Sequential([keras.Input(x.shape[1:]), layer])  # calls it as Keras does
+
+            def loss(k, x):
+                y = model.stateless_call([k], [], x)[0]
+                return jax.numpy.sum(y.astype("float32") * dy)
+
+            grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            hlo = grad.lower(ref.kernel.value, x).as_text()
+            return grad(ref.kernel.value, x), hlo.count("stablehlo.convolution")
+
+        (ours, convs), (keras_grads, keras_convs) = grads(layer), grads(keras_layer)
+        assert convs == keras_convs >= 2  # the backward's convolutions, not the copies'
+        for a, b in zip(ours, keras_grads):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2 ** -7, atol=1e-3)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
