@@ -1,14 +1,16 @@
 """Why the Keras engine on JAX compiles a deep net as several programs
-(`senet.engines._jax_forward`): the net's forward compiled whole (Keras' `predict_on_batch`)
-against the engine's programs, in one process, timed alternately.
+(`senet.engines._jax_forward`): the net's forward compiled whole against the engine's
+programs, both called as the engine calls them, in one process, timed alternately.
 
     python benchmarks/jax_programs.py [--model senet154,se_resnet152] [--batch-size 1,16]
-        [--precision float32|bfloat16] [--rounds 6] [--units 8]
+        [--precision float32|bfloat16] [--rounds 6] [--units 8] [--keras]
 
 Random weights and inputs, as `senet benchmark` times them (224 px). Prints the
 median of each path's times and the median of the per-round ratios, with their range;
 `--units N` cuts every N units of a stage instead of the engine's default (a net whose
-stages are all shorter is then cut nowhere, and is reported so).
+stages are all shorter is then cut nowhere, and is reported so). `--keras`: Keras'
+`predict_on_batch` against the engine's forward as it runs it (in mixed bfloat16 one
+program fed its kernels cast once, `senet.engines._jax_weights`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main():
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--units", type=int, default=None)
+    p.add_argument("--keras", action="store_true")
     args = p.parse_args()
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
@@ -39,7 +42,9 @@ def main():
     units = args.units or engines.UNITS_PER_PROGRAM
     print(f"Keras on JAX, {args.precision}, at most {units} units of a stage per program"
           + (" (the engine cuts float32 only)" if args.precision == "bfloat16" else ""))
-    print("| model | batch | programs | whole, ms | programs, ms | ratio (range) |")
+    print("| model | batch | programs | " + ("Keras' predict_on_batch, ms | engine, ms"
+                                             if args.keras else "whole, ms | programs, ms")
+          + " | ratio (range) |")
     print("| --- | ---: | --- | ---: | ---: | --- |")
     for name in args.model.split(","):
         keras.config.set_dtype_policy("mixed_bfloat16" if args.precision == "bfloat16"
@@ -48,13 +53,20 @@ def main():
             model = create_model(name, weights=None)
         finally:
             keras.config.set_dtype_policy("float32")
-        forward = engines._jax_programs(model, units)  # in bfloat16 too, to measure it
+        if args.keras:
+            forward, whole = engines._jax_forward(model, units), None
+        else:
+            cuts = engines._jax_cuts(model, units)  # in bfloat16 too, to measure it
+            forward = engines._jax_programs(model, cuts) if cuts else None
+            whole = engines._jax_programs(model, [])
         if forward is None:
-            print(f"| {name} | | | no stage longer than {units} units: one program | | |")
+            print(f"| {name} | | | no stage longer than {units} units: one program, Keras' "
+                  "own | | |")
             continue
         for batch in (int(b) for b in args.batch_size.split(",")):
             x = bench._noise(batch, 224)
-            paths = {"whole": lambda: model.predict_on_batch(x),
+            paths = {"whole": lambda: np.asarray(whole(x) if whole else
+                                                 model.predict_on_batch(x)),
                      "programs": lambda: np.asarray(forward(x))}
             for f in paths.values():
                 f()

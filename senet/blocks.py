@@ -89,9 +89,10 @@ class Conv2D(layers.Conv2D):
           1x1 convs, `benchmarks/pointwise_convs.py --backend jax --bfloat16`). XLA:CPU has no
           fast bfloat16 convolution (SE-ResNet-50's 3x3 convs: no faster than in float32; its
           7x7 stem 2.3x slower), so in bfloat16 larger windows are copied out and multiplied
-          the same way, which pays for the copies: the forward 1.16-1.27x faster on
-          SE-ResNet-50 and SENet-154, 0.97-1.06x on SE-ResNeXt-50, whose only such conv is
-          the stem (`benchmarks/jax_products.py`). In float32 XLA's convolution is as fast
+          the same way. The copies move 16-bit integers of the same bits: XLA:CPU copies
+          bfloat16 through float32, twice the bytes and two conversions (SE-ResNet-50, 16
+          images: 1.16x -> 1.34x). The forward is 1.13-1.34x as fast on SE-ResNet-50 and
+          SENet-154 (`benchmarks/jax_products.py`). In float32 XLA's convolution is as fast
           (0.97-0.99x with the product), so it stays.
         'same' pads as Keras does (the extra row or column after), so every case computes
         Keras' windows. The gradient of a larger window is XLA's convolution's, as before:
@@ -114,9 +115,13 @@ class Conv2D(layers.Conv2D):
         return product(inputs, keras.ops.convert_to_tensor(kernel))
 
     def _jax_windows_product(self, inputs, kernel):
+        import jax
         import jax.numpy as jnp
 
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        dtype = inputs.dtype
+        if _narrow(dtype) and (kh, kw) != (1, 1):
+            inputs = jax.lax.bitcast_convert_type(inputs, jnp.uint16)
         if self.padding == "same":
             pads = [(0, 0)] + [_same_padding(n, k, s) for n, k, s in
                                zip(inputs.shape[1:3], (kh, kw), (sh, sw))] + [(0, 0)]
@@ -126,10 +131,11 @@ class Conv2D(layers.Conv2D):
         taps = [inputs[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
                 for i in range(kh) for j in range(kw)]
         windows = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+        windows = jax.lax.bitcast_convert_type(windows, dtype)
         y = jnp.matmul(jnp.reshape(windows, (-1, kh * kw * c)),
                        jnp.reshape(kernel, (kh * kw * c, -1)),
-                       preferred_element_type=jnp.float32 if _narrow(inputs.dtype) else None)
-        return jnp.reshape(y.astype(inputs.dtype), (-1, oh, ow, y.shape[-1]))
+                       preferred_element_type=jnp.float32 if _narrow(dtype) else None)
+        return jnp.reshape(y.astype(dtype), (-1, oh, ow, y.shape[-1]))
 
     def _torch_conv(self, inputs, kernel):
         import torch

@@ -275,8 +275,10 @@ UNITS_PER_PROGRAM = 8  # the longest run of residual units the JAX engine compil
 
 
 def _jax_forward(model, units=UNITS_PER_PROGRAM):
-    """Inference on JAX as a few compiled programs in a row, for a net with a stage of more
-    than `units` residual units; None (Keras' `predict_on_batch`, one program) otherwise.
+    """Inference on JAX as compiled programs called with the model's weights: for a float32
+    net with a stage of more than `units` residual units, a few programs in a row, and for a
+    mixed-precision net, one program fed its kernels already cast; None (Keras'
+    `predict_on_batch`, one program) otherwise.
 
     Compiled as one program, a long stage runs slowly on XLA:CPU. A unit's output (ReLU of the
     sum) is read by the next unit twice, by its first conv and by its addition, and XLA fuses
@@ -292,19 +294,20 @@ def _jax_forward(model, units=UNITS_PER_PROGRAM):
     SE-ResNeXt-50: 6) stay one program: cut every 4 units, they measured 0.91-1.07x, within the
     noise (`--units 4`). float32 only: in mixed bfloat16 XLA stores each sum (seen in the
     compiled program), and the cut measured 0.97-0.98x / 1.01-1.03x on SENet-154 (`--precision
-    bfloat16`, two runs). The weights are read at each call.
+    bfloat16`, two runs). See `_jax_weights` for the mixed-precision part.
     """
-    if any(layer.compute_dtype != "float32" for layer in model.layers):
+    mixed = any(layer.compute_dtype != "float32" for layer in model.layers)
+    cuts = [] if mixed else _jax_cuts(model, units)
+    if cuts is None or not (cuts or mixed):
         return None
-    return _jax_programs(model, units)
+    return _jax_programs(model, cuts)
 
 
-def _jax_programs(model, units):
-    """`_jax_forward`'s programs, whatever the dtype policy, or None where nothing is cut."""
+def _jax_cuts(model, units):
+    """The outputs of every `units`-th residual unit of a stage that goes on after it (found by
+    the layer names, `conv<stage>_<unit>_relu`), or None for a model of several inputs or
+    outputs."""
     import re
-
-    import jax
-    import keras
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         return None
@@ -313,31 +316,67 @@ def _jax_programs(model, units):
         m = re.fullmatch(r"conv(\d+)_(\d+)_relu", layer.name)
         if m:
             ends[int(m[1]), int(m[2])] = layer
-    cuts = [layer.output for (stage, unit), layer in sorted(ends.items())
+    return [layer.output for (stage, unit), layer in sorted(ends.items())
             if unit % units == 0 and (stage, unit + 1) in ends]
-    if not cuts:
-        return None
+
+
+def _jax_programs(model, cuts):
+    """The model as one jitted program per piece between `cuts` (none: the whole model),
+    chained, each called with the weights' current values (`_jax_weights`); None where the
+    cuts do not cut this graph."""
+    import jax
+    import keras
+
     points = [model.inputs[0], *cuts, model.outputs[0]]
     try:
-        parts = [keras.Model(a, b) for a, b in zip(points, points[1:])]
+        parts = [keras.Model(a, b) for a, b in zip(points, points[1:])] if cuts else [model]
     except ValueError:  # not a cut of this graph after all
         return None
 
     def compiled(part):
         def call(trainable, other, x):
             return part.stateless_call(trainable, other, x, training=False)[0]
-        return jax.jit(call), part
+        return jax.jit(call), _jax_weights(part, part.trainable_variables), \
+            _jax_weights(part, part.non_trainable_variables)
 
     programs = [compiled(part) for part in parts]
 
     def forward(x):
-        for program, part in programs:
-            x = program([v.value for v in part.trainable_variables],
-                        [v.value for v in part.non_trainable_variables], x)
+        for program, trainable, other in programs:
+            x = program(trainable(), other(), x)
         return x
 
     forward.parts = parts
     return forward
+
+
+def _jax_weights(model, variables):
+    """A function giving the variables' current values, for a program's call; those a mixed
+    policy casts at each use (the kernels, not BatchNorm's statistics) come already cast.
+
+    Keras casts a float32 kernel to the compute dtype inside the program, so every call
+    converted all the weights again: SE-ResNet-50 in bfloat16 at batch 1, 74 against 45 ms
+    with the cast done once (ad hoc, alternated; at batch 16 1.01x). Fed bfloat16, the
+    program's float32 round trip (Keras' `StatelessScope` converts a value to its variable's
+    dtype, the layer casts it back) is exact, and XLA removes it. A cast is kept while its
+    variable keeps the same array (JAX arrays are immutable; assigning makes a new one), so
+    a model trained after this is served its new weights."""
+    import keras
+
+    narrow = {id(v): layer.compute_dtype for layer in model.layers for v in layer.weights
+              if layer.autocast and layer.compute_dtype in ("bfloat16", "float16")
+              and v.dtype == "float32" and getattr(v, "_autocast", True)}  # as Keras decides
+    cache = {}
+
+    def value(v):
+        if id(v) not in narrow:
+            return v.value
+        source, cast = cache.get(id(v), (None, None))
+        if source is not v.value:
+            source, cast = cache[id(v)] = (v.value, keras.ops.cast(v.value, narrow[id(v)]))
+        return cast
+
+    return lambda: [value(v) for v in variables]
 
 
 def _torch_forward(model):

@@ -370,7 +370,58 @@ def test_keras_engine_on_jax_cuts_long_stages_into_programs():
         mixed = senet.build(variant, input_shape=(64, 64, 3), classes=5)
     finally:
         keras.config.set_dtype_policy("float32")
-    assert engines._jax_forward(mixed, units=3) is None
+    assert len(engines._jax_forward(mixed, units=3).parts) == 1
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
+def test_keras_engine_on_jax_feeds_a_mixed_model_its_kernels_cast_once():
+    """A mixed-bfloat16 model on the JAX engine: one program, called with the kernels already
+    in bfloat16 (BatchNorm's statistics and scales in float32, as Keras uses them), so the
+    compiled program converts fewer weights than Keras' (the reason: it converted them all
+    at each call); Keras' outputs; the cast kept between calls, and redone when the weights
+    change."""
+    import re
+
+    import jax
+
+    from senet import engines
+
+    rng = np.random.default_rng(7)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 64, 3), classes=5,
+                            classifier_activation=None)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    _move_batchnorms(model, rng)
+    forward = engines._jax_forward(model)
+    assert forward.parts == [model]
+    x = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    want = np.asarray(model.predict_on_batch(x), "float32")
+    assert want.std() > 0.1 and np.abs(np.asarray(forward(x), "float32") - want).max() \
+        <= 2 ** -7 * np.abs(want).max()
+
+    weights = engines._jax_weights(model, model.trainable_variables)
+    values = weights()
+    dtypes = {v.path.split("/")[-1]: str(value.dtype)
+              for v, value in zip(model.trainable_variables, values)}
+    assert dtypes["kernel"] == "bfloat16" and dtypes["gamma"] == dtypes["beta"] == "float32"
+    first = next(i for i, value in enumerate(values) if str(value.dtype) == "bfloat16")
+    assert weights()[first] is values[first]  # cast once
+
+    def converts(trainable):
+        other = [v.value for v in model.non_trainable_variables]
+        hlo = jax.jit(lambda t, o, x: model.stateless_call(t, o, x, training=False)[0]) \
+            .lower(trainable, other, x).compile().as_text()
+        return len(re.findall(r" convert\(", hlo))
+
+    kernels = sum(str(v.dtype) == "bfloat16" for v in values)
+    assert converts(values) + kernels <= converts([v.value for v in model.trainable_variables])
+
+    model.set_weights([w * 1.5 if w.ndim == 4 else w for w in model.get_weights()])
+    assert weights()[first] is not values[first]
+    want = np.asarray(model.predict_on_batch(x), "float32")
+    assert np.abs(np.asarray(forward(x), "float32") - want).max() <= 2 ** -7 * np.abs(want).max()
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch backend's path")
