@@ -296,9 +296,10 @@ def _jax_forward(model, units=UNITS_PER_PROGRAM):
     compiled program), and the cut measured 0.97-0.98x / 1.01-1.03x on SENet-154 (`--precision
     bfloat16`, two runs). See `_jax_weights` for the mixed-precision part.
     """
-    mixed = any(layer.compute_dtype != "float32" for layer in model.layers)
-    cuts = [] if mixed else _jax_cuts(model, units)
-    if cuts is None or not (cuts or mixed):
+    cuts = _jax_cuts(model, units)
+    if any(layer.compute_dtype != "float32" for layer in model.layers) and cuts is not None:
+        cuts = []  # one program
+    elif not cuts:
         return None
     return _jax_programs(model, cuts)
 
@@ -355,8 +356,9 @@ def _jax_weights(model, variables):
     policy casts at each use (the kernels, not BatchNorm's statistics) come already cast.
 
     Keras casts a float32 kernel to the compute dtype inside the program, so every call
-    converted all the weights again: SE-ResNet-50 in bfloat16 at batch 1, 74 against 45 ms
-    with the cast done once (ad hoc, alternated; at batch 16 1.01x). Fed bfloat16, the
+    converted all the weights again. With the cast done once, at batch 1 / 16: SE-ResNet-50
+    1.36x / 1.03x as fast, SENet-154 1.20x / 1.11x (`python benchmarks/jax_programs.py
+    --keras --precision bfloat16`, against Keras' `predict_on_batch`). Fed bfloat16, the
     program's float32 round trip (Keras' `StatelessScope` converts a value to its variable's
     dtype, the layer casts it back) is exact, and XLA removes it. A cast is kept while its
     variable keeps the same array (JAX arrays are immutable; assigning makes a new one), so
