@@ -52,7 +52,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=10, help="timed batches per round (batch 1)")
     a = ap.parse_args()
-    import torch  # before Keras: TensorFlow, if it is the backend, must load after torch
+    import timm  # noqa: F401 - before Keras: TensorFlow, if it is the backend, loads after them
+    import torch
 
     import keras
 
