@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import time
 
 import numpy as np
 
@@ -103,16 +102,11 @@ def main():
                 with _convs(kind):
                     out[kind] = np.asarray(f(x))  # compiled here, with this kind of conv
             diff = np.abs(out["product"] - out["convolution"]).max()
-            times = {k: [] for k in paths}
-            for i in range(args.rounds):
-                for k, f in list(paths.items())[::1 if i % 2 == 0 else -1]:
-                    t = time.perf_counter()
-                    np.asarray(f(x))
-                    times[k].append(time.perf_counter() - t)
-            ratios = [a / b for a, b in zip(times["convolution"], times["product"])]
-            print(f"| {name} | {batch} | {1e3 * np.median(times['convolution']):.0f} | "
-                  f"{1e3 * np.median(times['product']):.0f} | {np.median(ratios):.2f}x "
-                  f"({min(ratios):.2f}-{max(ratios):.2f}) | {diff:.1e} |", flush=True)
+            r = bench.alternate({k: lambda f=f: np.asarray(f(x)) for k, f in paths.items()},
+                                batch, args.rounds)
+            print(f"| {name} | {batch} | {1e3 * batch / np.median(r['convolution']):.0f} | "
+                  f"{1e3 * batch / np.median(r['product']):.0f} | "
+                  f"{bench.ratio(r['product'], r['convolution'])} | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

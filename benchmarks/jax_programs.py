@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
@@ -70,17 +69,11 @@ def main():
                      "programs": lambda: np.asarray(forward(x))}
             for f in paths.values():
                 f()
-            times = {k: [] for k in paths}
-            for i in range(args.rounds):
-                for k, f in list(paths.items())[::1 if i % 2 == 0 else -1]:
-                    t = time.perf_counter()
-                    f()
-                    times[k].append(time.perf_counter() - t)
-            ratios = [a / b for a, b in zip(times["whole"], times["programs"])]
+            r = bench.alternate(paths, batch, args.rounds)
             print(f"| {name} | {batch} | {len(forward.parts)} | "
-                  f"{1e3 * np.median(times['whole']):.0f} | "
-                  f"{1e3 * np.median(times['programs']):.0f} | {np.median(ratios):.2f}x "
-                  f"({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
+                  f"{1e3 * batch / np.median(r['whole']):.0f} | "
+                  f"{1e3 * batch / np.median(r['programs']):.0f} | "
+                  f"{bench.ratio(r['programs'], r['whole'])} |", flush=True)
 
 
 if __name__ == "__main__":

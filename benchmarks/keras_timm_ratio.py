@@ -4,9 +4,9 @@ one process and timed alternately, round by round.
 
 `senet benchmark` times each row once, one after the other; on a shared machine a burst of
 other work during one row moves its ratio by tens of percent. Here the ratio reported is the
-median of the per-round ratios (with its range), as `openvino_ratio.py` does for OpenVINO.
-timm runs as `senet benchmark` runs it: `torch.inference_mode()`, the faster of NCHW and
-channels_last (chosen once, before the rounds), bfloat16 under CPU autocast.
+median of the per-round ratios (with its range, `senet.bench.alternate`), as
+`openvino_ratio.py` does for OpenVINO. timm runs as `senet benchmark` runs it
+(`senet.bench.timm_step`, its memory format chosen once, before the rounds).
 
     KERAS_BACKEND=jax python benchmarks/keras_timm_ratio.py \
         --models se_resnet50,se_resnext50_32x4d,senet154 --batch-sizes 1,16 \
@@ -16,32 +16,7 @@ channels_last (chosen once, before the rounds), bfloat16 under CPU autocast.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import statistics
-
-
-def _timm(name, batch, precision):
-    """timm's model as a one-batch step in its faster memory format."""
-    import timm
-    import torch
-
-    from senet import bench
-
-    model = timm.create_model(bench.TIMM_PEERS[name], pretrained=False).eval()
-    x = torch.from_numpy(bench._noise(batch, 224, layout="nchw"))
-    steps = {fmt: (copy.deepcopy(model).to(memory_format=fmt), x.contiguous(memory_format=fmt))
-             for fmt in (torch.contiguous_format, torch.channels_last)}
-
-    def step(fmt):
-        m, xf = steps[fmt]
-        autocast = (contextlib.nullcontext() if precision == "float32"
-                    else torch.autocast("cpu", dtype=getattr(torch, precision)))
-        with torch.inference_mode(), autocast:
-            m(xf)
-
-    best = max(steps, key=lambda f: bench._time(lambda: step(f), batch, 1, 3)["images_per_s"])
-    return lambda: step(best)
 
 
 def main():
@@ -52,14 +27,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=10, help="timed batches per round (batch 1)")
     a = ap.parse_args()
-    import timm  # noqa: F401 - before Keras: TensorFlow, if it is the backend, loads after them
-    import torch
+    import timm  # before Keras: TensorFlow, if it is the backend, loads after it
 
     import keras
 
     from senet import bench, engines
 
-    torch.set_grad_enabled(False)
     print(f"Keras on {keras.backend.backend()} against timm eager")
     print("| model | batch | precision | senet images/s | timm images/s | ratio (median, range) |")
     print("|---|---:|---|---:|---:|---|")
@@ -71,15 +44,13 @@ def main():
                 ours = engines.inference(name, weights=None, engine="keras",
                                          precision=precision, batch_size=batch, size=224,
                                          progress=False)
-                theirs = _timm(name, batch, precision)
-                mine, peer = [], []
-                for _ in range(a.rounds):
-                    mine.append(bench._time(lambda: ours(x), batch, 2, iters)["images_per_s"])
-                    peer.append(bench._time(theirs, batch, 2, iters)["images_per_s"])
-                ratios = [m / t for m, t in zip(mine, peer)]
-                print(f"| {name} | {batch} | {precision} | {statistics.median(mine):.1f} | "
-                      f"{statistics.median(peer):.1f} | {statistics.median(ratios):.2f}x "
-                      f"({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
+                peer = timm.create_model(bench.TIMM_PEERS[name], pretrained=False).eval()
+                theirs, _, _ = bench.timm_step(peer, batch, 224, precision, warmup=1, iters=3)
+                r = bench.alternate({"senet": lambda: ours(x), "timm": theirs}, batch,
+                                    a.rounds, warmup=2, iters=iters)
+                print(f"| {name} | {batch} | {precision} | {statistics.median(r['senet']):.1f} | "
+                      f"{statistics.median(r['timm']):.1f} | {bench.ratio(r['senet'], r['timm'])} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@ artifact) against OpenVINO on timm's own ONNX export, alternated round by round.
 
 `senet benchmark` times each row once, one after the other; on a shared machine a burst of
 other work during one row moves its ratio by tens of percent. Here both compiled models stay
-loaded and are timed alternately for --rounds rounds; the ratio reported is the median of the
-per-round ratios (with its range). Run `senet benchmark` (or benchmarks/inference_speed.sh)
+loaded and are timed alternately for --rounds rounds (`senet.bench.alternate`); the ratio
+reported is the median of the per-round ratios (with its range). Run `senet benchmark` (or benchmarks/inference_speed.sh)
 first: it builds and caches the artifacts and timm's ONNX files this reuses.
 
     python benchmarks/openvino_ratio.py --models se_resnet50,se_resnext50_32x4d,senet154
@@ -42,15 +42,12 @@ def main():
                 peer = core.compile_model(onnx_path, "CPU", engines.openvino_config(precision))
                 request = peer.create_infer_request()
                 x, xt = bench._noise(batch, 224), bench._noise(batch, 224, layout="nchw")
-                mine, theirs = [], []
-                for _ in range(a.rounds):
-                    mine.append(bench._time(lambda: ours(x), batch, 2, iters)["images_per_s"])
-                    theirs.append(bench._time(lambda: request.infer({0: xt}), batch, 2,
-                                              iters)["images_per_s"])
-                ratios = [m / t for m, t in zip(mine, theirs)]
-                print(f"| {name} | {batch} | {precision} | {statistics.median(mine):.1f} | "
-                      f"{statistics.median(theirs):.1f} | {statistics.median(ratios):.2f}x "
-                      f"({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
+                r = bench.alternate({"senet": lambda: ours(x),
+                                     "peer": lambda: request.infer({0: xt})},
+                                    batch, a.rounds, warmup=2, iters=iters)
+                print(f"| {name} | {batch} | {precision} | {statistics.median(r['senet']):.1f} | "
+                      f"{statistics.median(r['peer']):.1f} | {bench.ratio(r['senet'], r['peer'])} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

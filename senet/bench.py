@@ -169,13 +169,9 @@ def senet_run(name, engine="auto", precision="float32", batch_size=16, size=224,
 
 def timm_run(name, batch_size=16, size=224, warmup=3, iters=10, precision="float32",
              onnx_path=None):
-    """Time timm's model of `name`: eager PyTorch under `torch.inference_mode()`.
-
-    Both memory formats are timed and the faster is reported (channels_last usually wins with
-    oneDNN on CPU, not always); bfloat16 runs under CPU autocast. With `onnx_path`, timm's own
-    ONNX export (logits, fixed batch) is written there too. Run it in a child process (see the
-    module docstring).
-    """
+    """Time timm's model of `name` (`timm_step`). With `onnx_path`, timm's own ONNX export
+    (logits, fixed batch) is written there too. Run it in a child process (see the module
+    docstring)."""
     import timm
     import torch
 
@@ -186,20 +182,57 @@ def timm_run(name, batch_size=16, size=224, warmup=3, iters=10, precision="float
         with atomic_path(onnx_path, suffix=".onnx") as tmp, torch.inference_mode():
             torch.onnx.export(model, torch.randn(batch_size, 3, size, size), tmp,
                               input_names=["input"], opset_version=17, dynamo=False)
-    x = torch.randn(batch_size, 3, size, size)
-    by_format = {}
-    for fmt in ("contiguous_format", "channels_last"):
-        memory_format = getattr(torch, fmt)
-        model = model.to(memory_format=memory_format)
-        xf = x.contiguous(memory_format=memory_format)
-        autocast = (contextlib.nullcontext() if precision == "float32"
-                    else torch.autocast("cpu", dtype=getattr(torch, precision)))
-        with torch.inference_mode(), autocast:
-            by_format[fmt] = _time(lambda: model(xf), batch_size, warmup, iters)  # noqa: B023
-    best = max(by_format, key=lambda f: by_format[f]["images_per_s"])
+    _, best, by_format = timm_step(model, batch_size, size, precision, warmup, iters)
     return {"library": f"timm {timm.__version__}, torch {torch.__version__}",
             "model": TIMM_PEERS[name], "memory_format": best, **by_format[best],
             "images_per_s_by_memory_format": {f: r["images_per_s"] for f, r in by_format.items()}}
+
+
+def timm_step(model, batch_size=16, size=224, precision="float32", warmup=3, iters=10):
+    """A timm model as a one-batch step: eager PyTorch under `torch.inference_mode()`,
+    bfloat16 under CPU autocast, in the faster of its two memory formats (channels_last
+    usually wins with oneDNN on CPU, not always; both are timed, and the model is left in the
+    faster). Returns the step, that format's name and each format's `_time`."""
+    import torch
+
+    x = torch.randn(batch_size, 3, size, size)
+
+    def step_in(fmt):
+        xf = x.contiguous(memory_format=getattr(torch, fmt))
+
+        def step():
+            autocast = (contextlib.nullcontext() if precision == "float32"
+                        else torch.autocast("cpu", dtype=getattr(torch, precision)))
+            with torch.inference_mode(), autocast:
+                model(xf)
+        return step
+
+    by_format = {}
+    for fmt in ("contiguous_format", "channels_last"):
+        model.to(memory_format=getattr(torch, fmt))
+        by_format[fmt] = _time(step_in(fmt), batch_size, warmup, iters)
+    best = max(by_format, key=lambda f: by_format[f]["images_per_s"])
+    model.to(memory_format=getattr(torch, best))
+    return step_in(best), best, by_format
+
+
+def alternate(steps, batch_size, rounds, warmup=0, iters=1):
+    """Images/s of each of `steps` (name -> one-batch callable) in each of `rounds` rounds,
+    the steps timed in turn and the order reversed every other round. A burst of other work
+    on the shared machine then falls on both sides of a ratio; senet's speed ratios are the
+    median of the per-round ratios (`ratio`)."""
+    out = {k: [] for k in steps}
+    for i in range(rounds):
+        for k in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
+            out[k].append(_time(steps[k], batch_size, warmup, iters)["images_per_s"])
+    return out
+
+
+def ratio(faster, slower):
+    """'1.05x (0.98-1.10)': the median and range of the per-round ratios of two lists of
+    images/s from `alternate`."""
+    r = [a / b for a, b in zip(faster, slower)]
+    return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
 
 def onnx_peer_run(onnx_path, engine, precision="float32", batch_size=16, size=224, warmup=3,

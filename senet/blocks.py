@@ -87,8 +87,8 @@ class Conv2D(layers.Conv2D):
         - bfloat16 or float16 (a mixed policy): the product accumulates into float32, rounded
           once at the end, XLA:CPU's fast bfloat16 form (81 against 136 ms for SE-ResNet-50's
           1x1 convs, `benchmarks/pointwise_convs.py --backend jax --bfloat16`). XLA:CPU has no
-          fast bfloat16 convolution (SE-ResNet-50's 3x3 convs: no faster than in float32; its
-          7x7 stem 2.3x slower), so in bfloat16 larger windows are copied out and multiplied
+          fast bfloat16 convolution (an ad hoc profile of SE-ResNet-50: its 3x3 convs no faster
+          than in float32, its 7x7 stem 2.3x slower), so in bfloat16 larger windows are copied out and multiplied
           the same way. The copies move 16-bit integers of the same bits: XLA:CPU copies
           bfloat16 through float32, twice the bytes and two conversions (SE-ResNet-50, 16
           images: 1.16x -> 1.34x). The forward is 1.13-1.34x as fast on SE-ResNet-50 and
