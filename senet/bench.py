@@ -144,9 +144,9 @@ def _noise_images(n, size):
         yield d
 
 
-def senet_run(name, engine="auto", precision="float32", batch_size=16, size=224, warmup=3,
-              iters=10):
-    """Time `senet.inference` (what `senet predict --engine ENGINE` runs) on random weights.
+def senet_step(name, engine="auto", precision="float32", batch_size=16, size=224):
+    """`senet.inference` (what `senet predict --engine ENGINE` runs) on random weights as a
+    one-batch step; returns (step, engine chosen).
 
     int8 is calibrated on random images: its speed is real, its accuracy meaningless here.
     """
@@ -159,12 +159,19 @@ def senet_run(name, engine="auto", precision="float32", batch_size=16, size=224,
                                       batch_size=batch_size, size=size, calibration=calibration,
                                       min_agreement=0.0, progress=False)
     x = _noise(batch_size, size)
+    return (lambda: predictor(x)), engine
+
+
+def senet_run(name, engine="auto", precision="float32", batch_size=16, size=224, warmup=3,
+              iters=10):
+    """Time `senet_step`."""
+    step, engine = senet_step(name, engine, precision, batch_size, size)
     out = {"engine": engine, "precision": precision}
     if engine == "keras":
         import keras
 
         out["backend"] = keras.backend.backend()
-    return {**out, **_time(lambda: predictor(x), batch_size, warmup, iters)}
+    return {**out, **_time(step, batch_size, warmup, iters)}
 
 
 def timm_run(name, batch_size=16, size=224, warmup=3, iters=10, precision="float32",
@@ -233,6 +240,79 @@ def ratio(faster, slower):
     images/s from `alternate`."""
     r = [a / b for a, b in zip(faster, slower)]
     return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
+
+
+def timm_peer_step(name, batch_size=16, size=224, precision="float32"):
+    """timm's model of `name` as a one-batch step (`timm_step`, its memory format chosen by
+    one short timing of each)."""
+    import timm
+
+    model = timm.create_model(TIMM_PEERS[name], pretrained=False).eval()
+    return timm_step(model, batch_size, size, precision, warmup=1, iters=3)[0]
+
+
+class Worker:
+    """A one-batch step living in a child process of its own, to be timed by `alternate`.
+
+    Two runtimes in one process share it: TensorFlow's and PyTorch's thread pools, oneDNN's
+    and the allocator's state. A ratio between them measured there need not be the one a user
+    sees, who runs one of them. A worker builds `senet.bench.<builder>(**kwargs)` (a callable
+    step) in a fresh Python and runs it once per call; the parent times the round trip (a pipe
+    message, microseconds against a step's milliseconds).
+    """
+
+    def __init__(self, builder, kwargs, backend=None):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "KERAS_BACKEND": backend or _current_backend(),
+               "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self._log = tempfile.TemporaryFile("w+")  # the child's stderr, for its error message
+        code = "import sys; from senet import bench; bench._serve(sys.argv[1], sys.argv[2])"
+        self._proc = subprocess.Popen([sys.executable, "-c", code, builder, json.dumps(kwargs)],
+                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._log, text=True, bufsize=1)
+        self._what = f"{builder} {kwargs.get('name', '')}".strip()
+        self._reply()
+
+    def __call__(self):
+        self._proc.stdin.write("step\n")
+        self._proc.stdin.flush()
+        self._reply()
+
+    def _reply(self):
+        if self._proc.stdout.readline().strip() != "ok":
+            self._proc.wait()
+            self._log.seek(0)
+            lines = [line for line in self._log.read().splitlines() if line.strip()]
+            self._log.close()
+            raise ChildError(f"{self._what} failed in its worker (exit {self._proc.returncode}): "
+                             f"{lines[-1] if lines else 'no message'}")
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve(builder, kwargs):
+    """A `Worker`'s child: build the step, answer "ok" when built and after each step."""
+    reply, sys.stdout = sys.stdout, sys.stderr  # a library's prints must not reach the pipe
+    built = globals()[builder](**json.loads(kwargs))
+    step = built[0] if isinstance(built, tuple) else built
+    reply.write("ok\n")
+    reply.flush()
+    for _ in sys.stdin:
+        step()
+        reply.write("ok\n")
+        reply.flush()
 
 
 def onnx_peer_run(onnx_path, engine, precision="float32", batch_size=16, size=224, warmup=3,

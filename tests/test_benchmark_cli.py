@@ -120,3 +120,17 @@ def test_flops_need_a_fixed_input_size():
     model = senet.create_model("se_resnet18", include_top=False)  # (None, None, 3) input
     with pytest.raises(ValueError, match="fixed input_shape"):
         bench.flops(model)
+
+
+@pytest.mark.slow
+def test_worker_runs_a_step_in_its_own_process_and_reports_its_failure():
+    """`bench.Worker` is how the ratio benchmarks keep two runtimes out of one process."""
+    kwargs = dict(name="se_resnet18", engine="keras", batch_size=1, size=32)
+    with bench.Worker("senet_step", kwargs) as worker:
+        r = bench.alternate({"worker": worker}, 1, rounds=2, iters=2)
+        proc = worker._proc
+        assert len(r["worker"]) == 2 and min(r["worker"]) > 0
+    assert proc.returncode == 0  # closed by its stdin ending, not killed
+    with pytest.raises(bench.ChildError, match=r"senet_step se_resnet_nope failed in its worker "
+                                               r"\(exit 1\): .*se_resnet_nope"):
+        bench.Worker("senet_step", {**kwargs, "name": "se_resnet_nope"})
