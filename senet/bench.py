@@ -270,7 +270,7 @@ def ratio(faster, slower):
 
 def timm_peer_step(name, batch_size=16, size=224, precision="float32"):
     """timm's model of `name` as a one-batch step (`timm_step`, its memory format chosen by
-    one short timing of each)."""
+    a short alternated timing of both)."""
     import timm
 
     model = timm.create_model(TIMM_PEERS[name], pretrained=False).eval()

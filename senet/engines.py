@@ -950,7 +950,8 @@ def _quantize(ov_model, job, model):
 
 
 def openvino_config(precision, hint="LATENCY") -> dict:
-    """How senet compiles for OpenVINO's CPU plugin (the benchmark's peer gets the same).
+    """How senet compiles for OpenVINO's CPU plugin (the benchmark's peer gets the same,
+    with the latency hint: one request, called the usual way).
 
     The precision is always explicit: on CPUs with AMX, OpenVINO's default is bfloat16.
     int8 models run their quantized layers in int8 and the rest in float32.
@@ -965,10 +966,10 @@ def _openvino_runner(directory, precision, batch):
     A batch of several images is split across OpenVINO's streams: compiled with the
     THROUGHPUT hint, the CPU plugin runs one request per stream at once, each on its own
     cores, where one request of the whole batch (the LATENCY hint) spreads every layer over
-    all of them. On this project's 2 cores, 16 images: 1.01-1.03x (ad hoc; `python
-    benchmarks/ratio.py --engine openvino --peer openvino` measures it against the one
-    request); OpenVINO's own guide expects more with more cores. The batch is cut into as
-    many parts as the plugin chooses streams, the last part padded.
+    all of them. On this project's 2 cores, 16 images: 1.01-1.03x (ad hoc, the same graph
+    both ways, alternated; the README's "default path"); OpenVINO's own guide expects more
+    with more cores. A first compile at the whole batch asks the plugin how many streams it
+    chooses; the batch is cut into that many parts, the last one padded.
     """
     import openvino as ov
 
