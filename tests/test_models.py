@@ -328,6 +328,37 @@ def test_jax_conv_in_bfloat16_is_one_product_into_float32(kernel, strides, paddi
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_jax_max_pool_is_a_maximum_of_slices_with_keras_gradient(dtype):
+    """senet's MaxPooling2D on JAX: the maximum of the window's strided slices (no
+    reduce-window in the forward), Keras' values exactly, and Keras' gradient exactly, ties
+    included (the reduce-window's gradient gives a tie's whole cotangent to one input)."""
+    import jax
+
+    from senet.blocks import MaxPooling2D
+
+    x = np.round(np.random.default_rng(0).normal(size=(2, 13, 12, 5)), 1).astype("float32")
+    ours = MaxPooling2D(3, strides=2, dtype=dtype)
+    theirs = keras.layers.MaxPooling2D(3, strides=2, dtype=dtype)
+    assert np.array_equal(np.asarray(ours(x), "float32"), np.asarray(theirs(x), "float32"))
+    assert ours(x).shape == (2, 6, 5, 5)
+    assert "reduce_window" not in jax.jit(ours).lower(x).as_text()
+    dy = np.random.default_rng(1).normal(size=(2, 6, 5, 5)).astype("float32")
+
+    def grad(layer):
+        model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+
+        def loss(x):
+            return jax.numpy.sum(model.stateless_call([], [], x)[0].astype("float32") * dy)
+
+        return np.asarray(jax.jit(jax.grad(loss))(x))
+
+    want = grad(theirs)
+    assert np.count_nonzero(want) < x.size / 2  # ties: one input of each window takes it all
+    np.testing.assert_array_equal(grad(ours), want)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
 def test_keras_engine_on_jax_cuts_long_stages_into_programs():
     """The Keras engine on JAX compiles a float32 stage longer than `units` residual units as
     several programs, cut at every `units`-th unit's output: the model's outputs. The
