@@ -67,7 +67,6 @@ def main():
                     steps = {k: getattr(bench, b)(**kw) if a.same_process
                              else stack.enter_context(bench.Worker(b, kw))
                              for k, (b, kw) in sides.items()}
-                    steps = {k: s[0] if isinstance(s, tuple) else s for k, s in steps.items()}
                     r = bench.alternate(steps, batch, a.rounds, warmup=2, iters=iters)
                 print(f"| {name} | {batch} | {precision} | {statistics.median(r['senet']):.1f} | "
                       f"{statistics.median(r[a.peer]):.1f} | "

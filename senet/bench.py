@@ -154,7 +154,7 @@ def _noise_images(n, size):
 
 def senet_step(name, engine="auto", precision="float32", batch_size=16, size=224):
     """`senet.inference` (what `senet predict --engine ENGINE` runs) on random weights as a
-    one-batch step; returns (step, engine chosen).
+    one-batch step.
 
     int8 is calibrated on random images: its speed is real, its accuracy meaningless here.
     """
@@ -167,13 +167,16 @@ def senet_step(name, engine="auto", precision="float32", batch_size=16, size=224
                                       batch_size=batch_size, size=size, calibration=calibration,
                                       min_agreement=0.0, progress=False)
     x = _noise(batch_size, size)
-    return (lambda: predictor(x)), engine
+    return lambda: predictor(x)
 
 
 def senet_run(name, engine="auto", precision="float32", batch_size=16, size=224, warmup=3,
               iters=10):
     """Time `senet_step`."""
-    step, engine = senet_step(name, engine, precision, batch_size, size)
+    from senet import engines
+
+    engine = engines.choose_engine(engine, precision)
+    step = senet_step(name, engine, precision, batch_size, size)
     out = {"engine": engine, "precision": precision}
     if engine == "keras":
         import keras
@@ -234,15 +237,12 @@ def timm_step(model, batch_size=16, size=224, precision="float32", warmup=3, ite
     nets = {formats[0]: model.to(memory_format=torch.contiguous_format),
             formats[1]: copy.deepcopy(model).to(memory_format=torch.channels_last)}
     steps = {fmt: step_in(net, fmt) for fmt, net in nets.items()}
-    times = {fmt: [] for fmt in formats}
-    for fmt in formats:
+    for step in steps.values():
         for _ in range(warmup):
-            steps[fmt]()
+            step()
     rounds = min(3, iters)
-    for i in range(rounds):
-        for fmt in formats if i % 2 == 0 else formats[::-1]:
-            times[fmt] += _times(steps[fmt], iters // rounds + (i < iters % rounds))
-    by_format = {fmt: _summary(t, batch_size) for fmt, t in times.items()}
+    by_format = {fmt: _summary(sum(per_round, []), batch_size) for fmt, per_round in
+                 _alternated_times(steps, rounds, 0, iters // rounds).items()}
     best = max(by_format, key=lambda f: by_format[f]["images_per_s"])
     del nets, steps
     model.to(memory_format=getattr(torch, best))
@@ -254,10 +254,19 @@ def alternate(steps, batch_size, rounds, warmup=0, iters=1):
     the steps timed in turn and the order reversed every other round. A burst of other work
     on the shared machine then falls on both sides of a ratio; senet's speed ratios are the
     median of the per-round ratios (`ratio`)."""
+    return {k: [batch_size / statistics.median(t) for t in per_round]
+            for k, per_round in _alternated_times(steps, rounds, warmup, iters).items()}
+
+
+def _alternated_times(steps, rounds, warmup, iters):
+    """`alternate`'s loop: each step's call times, a list per round (`warmup` untimed calls
+    before each step's turn)."""
     out = {k: [] for k in steps}
     for i in range(rounds):
         for k in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
-            out[k].append(_time(steps[k], batch_size, warmup, iters)["images_per_s"])
+            for _ in range(warmup):
+                steps[k]()
+            out[k].append(_times(steps[k], iters))
     return out
 
 
@@ -280,9 +289,9 @@ def timm_peer_step(name, batch_size=16, size=224, precision="float32"):
 class Worker:
     """A one-batch step living in a child process of its own, to be timed by `alternate`.
 
-    Two runtimes in one process share it: TensorFlow's and PyTorch's thread pools, oneDNN's
-    and the allocator's state. A ratio between them measured there need not be the one a user
-    sees, who runs one of them. A worker builds `senet.bench.<builder>(**kwargs)` (a callable
+    Two runtimes in one process change each other's speed (TensorFlow in bfloat16 ran 0.93x
+    as fast with torch imported first, timm 1.05x with TensorFlow imported; the README), so
+    a ratio between them measured there need not be the one a user sees, who runs one. A worker builds `senet.bench.<builder>(**kwargs)` (a callable
     step) in a fresh Python and runs it once per call; the parent times the round trip (a pipe
     message, microseconds against a step's milliseconds).
     """
@@ -331,8 +340,7 @@ class Worker:
 def _serve(builder, kwargs):
     """A `Worker`'s child: build the step, answer "ok" when built and after each step."""
     reply, sys.stdout = sys.stdout, sys.stderr  # a library's prints must not reach the pipe
-    built = globals()[builder](**json.loads(kwargs))
-    step = built[0] if isinstance(built, tuple) else built
+    step = globals()[builder](**json.loads(kwargs))
     reply.write("ok\n")
     reply.flush()
     for _ in sys.stdin:
