@@ -328,6 +328,35 @@ def test_jax_conv_in_bfloat16_is_one_product_into_float32(kernel, strides, paddi
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
+@pytest.mark.parametrize("batch,per", [(6, 2), (5, 1), (2, 2)])
+def test_jax_conv_windows_are_copied_a_few_images_at_a_time(monkeypatch, batch, per):
+    """In bfloat16 a conv's windows (kh*kw times its input) are copied out and multiplied a
+    group of images at a time, one group after another, within `blocks.WINDOWS_BYTES`;
+    the output is the same as from the whole batch's windows at once. `per` images fit
+    (the largest divisor of the batch within the bound; all of them: no loop)."""
+    import re
+
+    import jax
+
+    from senet import blocks
+
+    x = np.random.default_rng(0).normal(size=(batch, 11, 10, 8)).astype("float32")
+    layer = blocks.Conv2D(16, 3, padding="same", use_bias=False, dtype="mixed_bfloat16")
+    layer.build(x.shape)
+    image = 2 * 9 * 8 * 11 * 10  # one image's windows: bfloat16, 3x3x8 values per pixel
+    monkeypatch.setattr(blocks, "WINDOWS_BYTES", 1 << 40)
+    whole = np.asarray(layer(x), "float32")
+    monkeypatch.setattr(blocks, "WINDOWS_BYTES", 2 * image + image // 2)
+    hlo = jax.jit(layer).lower(x).as_text()
+    assert re.findall(r"stablehlo\.dot_general .*-> tensor<(\d+)x16xf32>", hlo) == \
+        [str(per * 110)]
+    assert ("stablehlo.while" in hlo) == (per < batch)
+    got = np.asarray(layer(x), "float32")
+    assert got.shape == (batch, 11, 10, 16) and got.std() > 0.1
+    np.testing.assert_array_equal(got, whole)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 def test_jax_max_pool_is_a_maximum_of_slices_with_keras_gradient(dtype):
     """senet's MaxPooling2D on JAX: the maximum of the window's strided slices (no
