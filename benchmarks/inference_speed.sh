@@ -2,7 +2,7 @@
 # The README's inference speed table: every engine, precision and Keras backend beside timm,
 # and OpenVINO / ONNX Runtime on timm's own ONNX export, in one run per model.
 #   benchmarks/inference_speed.sh [OUT_DIR]     (default benchmarks/results)
-# Needs pip install -e ".[test]" (timm, OpenVINO, ONNX Runtime). About 40 minutes on 2 cores.
+# Needs pip install -e ".[test]" (timm, OpenVINO, ONNX Runtime). 22 to 40 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-benchmarks/results}"
