@@ -44,11 +44,12 @@ class Conv2D(layers.Conv2D):
       memory, and copies the kernel, at every call. The same convolution runs on views here
       (an NHWC tensor is an NCHW tensor in channels_last memory, oneDNN's fast layout), with
       the kernel's layout kept between calls while the kernel does not change.
-    - JAX, groups > 1: XLA:CPU's grouped convolution is slow (about 1 GFLOP/s on the 32-group
-      3x3 convs of SE-ResNeXt); `grouped_chunks` splits it into a few dense convolutions
-      with block-diagonal kernels (see there).
+    - JAX, groups > 1: XLA:CPU's grouped convolution is slow (about 1 GFLOP/s on the
+      32-group 3x3 convs of SE-ResNeXt); `grouped_chunks` splits it into a few dense
+      convolutions with block-diagonal kernels (see there).
     - JAX, 1x1, and any dense conv in bfloat16: a matrix product (`_jax_product`).
-    Other cases are Keras' own.
+    Both JAX forms only where JAX compiles for the CPU (`_xla_cpu`). Other cases are Keras'
+    own.
     """
 
     def build(self, input_shape):
@@ -70,12 +71,11 @@ class Conv2D(layers.Conv2D):
                                      padding=self.padding.upper(), dilations=self.dilation_rate)
         if backend == "torch" and channels_last and self.dilation_rate == (1, 1):
             return self._torch_conv(inputs, kernel)
-        if backend == "jax" and self.groups > 1 and self.dilation_rate == (1, 1):
-            return self._jax_grouped(inputs, kernel)
-        if backend == "jax" and self.groups == 1 and channels_last \
-                and self.dilation_rate == (1, 1) \
-                and (self.kernel_size == (1, 1) or _narrow(inputs.dtype)):
-            return self._jax_product(inputs, kernel)
+        if backend == "jax" and _xla_cpu() and self.dilation_rate == (1, 1):
+            if self.groups > 1:
+                return self._jax_grouped(inputs, kernel)
+            if channels_last and (self.kernel_size == (1, 1) or _narrow(inputs.dtype)):
+                return self._jax_product(inputs, kernel)
         return super().convolution_op(inputs, kernel)
 
     def _jax_product(self, inputs, kernel):
@@ -215,6 +215,16 @@ on SE-ResNet-50's 3x3 and stem shapes on a CPU with 32 MiB of L3 shared by 2 cor
 was as fast as 8 or faster, 2 and 16 slower on some shapes."""
 
 
+def _xla_cpu() -> bool:
+    """Whether JAX compiles for the CPU. senet's JAX forms of convs and pools were chosen by
+    timing XLA:CPU's kernels; on a GPU or TPU Keras' own ops reach the vendor's convolution
+    libraries, where a grouped conv in dense chunks or a copy of every window would only
+    cost (not measured here: this project's machine has no accelerator)."""
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def _narrow(dtype) -> bool:
     return str(dtype) in ("bfloat16", "float16")
 
@@ -312,13 +322,14 @@ class _ViewPooling:
 
 @keras.saving.register_keras_serializable(package="senet")
 class MaxPooling2D(_ViewPooling, layers.MaxPooling2D):
-    """Keras' MaxPooling2D (see `_ViewPooling`); on JAX, a maximum of slices."""
+    """Keras' MaxPooling2D (see `_ViewPooling`); on JAX on the CPU, a maximum of slices."""
 
     _torch_op = "max_pool2d"
 
     def call(self, inputs):
-        if keras.backend.backend() == "jax" and self.data_format == "channels_last" \
-                and self.padding == "valid" and len(inputs.shape) == 4:
+        if keras.backend.backend() == "jax" and _xla_cpu() \
+                and self.data_format == "channels_last" and self.padding == "valid" \
+                and len(inputs.shape) == 4:
             return self._jax_max_of_slices(inputs)
         return super().call(inputs)
 

@@ -357,6 +357,33 @@ def test_jax_conv_windows_are_copied_a_few_images_at_a_time(monkeypatch, batch, 
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
+@pytest.mark.parametrize("platform", ["cpu", "gpu", "tpu"])
+def test_jax_forms_only_where_jax_compiles_for_the_cpu(monkeypatch, platform):
+    """The JAX forms of convs and pools were chosen on XLA:CPU's kernels. Where JAX compiles
+    for an accelerator, each layer lowers to Keras' own op (a convolution, the grouped one
+    with its groups, a reduce-window), as Keras' own layer does."""
+    import jax
+
+    from senet import blocks
+
+    monkeypatch.setattr(jax, "default_backend", lambda: platform)
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 8)).astype("float32")
+    layers = {"1x1": blocks.Conv2D(8, 1, use_bias=False),
+              "grouped": blocks.Conv2D(8, 3, groups=4, padding="same", use_bias=False),
+              "bfloat16 3x3": blocks.Conv2D(8, 3, use_bias=False, dtype="mixed_bfloat16"),
+              "pool": blocks.MaxPooling2D(3, 2)}
+    keras_ops = {"1x1": (1, False, False), "grouped": (1, True, False),
+                 "bfloat16 3x3": (1, False, False), "pool": (0, False, True)}
+    senet_ops = {"1x1": (0, False, False), "grouped": (1, False, False),  # one dense chunk
+                 "bfloat16 3x3": (0, False, False), "pool": (0, False, False)}
+    for name, layer in layers.items():
+        hlo = jax.jit(layer).lower(x).as_text()
+        ops = (hlo.count("stablehlo.convolution"), "feature_group_count = 4" in hlo,
+               "reduce_window" in hlo)
+        assert ops == (senet_ops if platform == "cpu" else keras_ops)[name], name
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 def test_jax_max_pool_is_a_maximum_of_slices_with_keras_gradient(dtype):
     """senet's MaxPooling2D on JAX: the maximum of the window's strided slices (no
