@@ -115,16 +115,16 @@ class Conv2D(layers.Conv2D):
         return product(inputs, keras.ops.convert_to_tensor(kernel))
 
     def _jax_windows_in_chunks(self, inputs, kernel):
-        """`_jax_windows_product` over groups of images, one group after another (`lax.map`),
-        so that a group's windows stay within `WINDOWS_BYTES` and in the CPU's cache: the
-        windows of a whole batch are kh*kw times the input. Alone (ad hoc, 16 images in
-        bfloat16) SE-ResNet-50's 3x3 conv at 56x56 took 63 ms from the whole batch's
-        windows, 19 in groups of 2 (XLA's convolution 38), the 7x7 stem 75 -> 36 ms; in the
-        whole forward much less is won (`benchmarks/jax_products.py`: SE-ResNet-50 1.05x
-        and 1.07x at 16 images, its gradient 1.04x; SE-ResNeXt-50 1.01x, SENet-154 0.99x).
-        The groups' outputs are written as 16-bit integers of the same bits: XLA:CPU
-        writes bfloat16 through float32 (SE-ResNet-50, 16 images, an ad hoc profile: the
-        writes 17 -> 4 ms)."""
+        """`_jax_windows_product` over groups of images, one group after another
+        (`lax.map`), so that a group's windows stay within `WINDOWS_BYTES` and in the CPU's
+        cache: the windows of a whole batch are kh*kw times the input. Alone (16 images in
+        bfloat16, `benchmarks/jax_layers.py`) SE-ResNet-50's 3x3 conv at 56x56 took 55.8 ms
+        from the whole batch's windows, 23.3 in groups of 2 (XLA's convolution 38.4), the
+        7x7 stem 67.2 -> 37.7 ms; in the whole forward much less is won
+        (`benchmarks/jax_products.py`: SE-ResNet-50 1.05x and 1.07x at 16 images, its
+        gradient 1.04x; SE-ResNeXt-50 1.01x, SENet-154 0.99x). The groups' outputs are
+        written as 16-bit integers of the same bits: XLA:CPU writes bfloat16 through float32
+        (SE-ResNet-50, 16 images, an ad hoc profile: the writes 17 -> 4 ms)."""
         import jax
         import jax.numpy as jnp
 
@@ -336,10 +336,10 @@ class MaxPooling2D(_ViewPooling, layers.MaxPooling2D):
     def _jax_max_of_slices(self, inputs):
         """The pool as the elementwise maximum of its kh*kw strided slices, which XLA fuses
         into one loop. XLA:CPU's reduce-window runs the stem's 3x3/2 pool slowly, most in
-        bfloat16 (through float32): an ad hoc timing of (16, 113, 113, 64) -> 56x56, 47.7
-        against 4.3 ms in bfloat16 and 8.8 against 2.4 in float32. The gradient stays Keras'
-        (the reduce-window's: all of it to one input of a tie, where the slices' maximum
-        would split it)."""
+        bfloat16 (through float32): (16, 113, 113, 64) -> 56x56, 44.0 against 4.3 ms in
+        bfloat16 and 7.4 against 1.9 in float32 (`benchmarks/jax_layers.py`). The gradient
+        stays Keras' (the reduce-window's: all of it to one input of a tie, where the
+        slices' maximum would split it)."""
         import jax
         from jax import lax
 
