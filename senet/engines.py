@@ -966,8 +966,8 @@ def _openvino_runner(directory, precision, batch):
     A batch of several images is split across OpenVINO's streams: compiled with the
     THROUGHPUT hint, the CPU plugin runs one request per stream at once, each on its own
     cores, where one request of the whole batch (the LATENCY hint) spreads every layer over
-    all of them. On this project's 2 cores, 16 images: 1.01-1.03x (ad hoc, the same graph
-    both ways, alternated; the README's "default path"); OpenVINO's own guide expects more
+    all of them. On this project's 2 cores, 16 images: 1.02-1.08x (the same graph both
+    ways, alternated: `benchmarks/openvino_split.py`); OpenVINO's own guide expects more
     with more cores. A first compile at the whole batch asks the plugin how many streams it
     chooses; the batch is cut into that many parts, the last one padded.
     """
