@@ -71,7 +71,8 @@ def main():
                       rng.normal(0, 0.1, (k, k, cin, cout))))
     print(f"Keras on JAX, each layer alone, batch {n}, ms (median of {args.rounds} alternated "
           "rounds)")
-    print("| layer | input | Keras' op | whole batch's windows | senet | senet / Keras' op |")
+    print("| layer | input | Keras' op | whole batch's windows | senet "
+          "| speed, senet / Keras' op |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for name, shape, dtype, layer, kernel in cases:
         args_ = [jnp.asarray(rng.uniform(-1, 1, shape), dtype)]

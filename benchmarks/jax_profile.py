@@ -73,7 +73,8 @@ def _traced(program, args, steps, ops):
         with jax.profiler.trace(d):
             for _ in range(steps):
                 jax.block_until_ready(program(*args))
-        events = json.load(gzip.open(glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)[0]))
+        with gzip.open(glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)[0]) as f:
+            events = json.load(f)
     edges = []
     for i, e in enumerate(events["traceEvents"]):
         if e.get("ph") == "X" and "dur" in e and e["name"] in ops:
