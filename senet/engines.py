@@ -241,15 +241,19 @@ def _keras_runner(spec, model, precision):
     return run, {"engine": "keras", "backend": keras.backend.backend()}
 
 
-def _tf_forward(model):
+def _tf_forward(model, fold=True):
     """Inference on TensorFlow as one graph with the weights in it as constants, or None.
 
     `predict_on_batch` runs the model as a function of its variables; with the weights frozen
-    into the graph, TensorFlow's graph optimizer can fold each BatchNorm's arithmetic into
-    constants next to its convolution, and no per-call data handling runs around it (faster
-    at batch 1 and 16 alike; the same outputs to float32 rounding). The weights are copied
-    in: the callable is for a model whose weights no longer change (inference). None, and
-    Keras' own path, for a model of several inputs or one the conversion does not take.
+    into the graph no per-call data handling runs around it, and TensorFlow's graph optimizer
+    folds a float32 BatchNorm's arithmetic into constants next to its convolution (faster at
+    batch 1 and 16 alike; the same outputs to float32 rounding). Under a mixed bfloat16 policy
+    it cannot: Keras computes each BatchNorm in float32, so casts stand between it and the
+    conv (SE-ResNet-50's optimised graph kept 141 casts and 53 multiplies), and the graph is
+    traced with each BatchNorm folded into its conv here instead (`_bn_fold`, `fold=False`
+    not; `python benchmarks/tf_forward.py` measures both). The weights are copied in: the
+    callable is for a model whose weights no longer change (inference). None, and Keras' own
+    path, for a model of several inputs or one the conversion does not take.
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import \
@@ -257,10 +261,26 @@ def _tf_forward(model):
 
     if len(model.inputs) != 1:
         return None
+    calls = {}
+    if fold:
+        sole = _sole_reader(model)
+        for conv in model.layers:
+            folded = _bn_fold(conv, sole)
+            if folded:
+                bn, kernel, bias = folded
+                calls[conv] = functools.partial(_tf_conv, tf, conv, kernel, bias)
+                calls[bn] = _passed_on
+
+    def call(x):
+        if not calls:
+            return model(x, training=False)
+        return model._run_through_graph(x, lambda op: calls.get(op) or (
+            functools.partial(_inference_call, op) if getattr(op, "_call_has_training_arg",
+                                                               False) else op))
+
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
     try:
-        graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-        frozen = convert_variables_to_constants_v2(graph)
+        frozen = convert_variables_to_constants_v2(tf.function(call).get_concrete_function(spec))
     except Exception:  # noqa: BLE001 - an optimisation: Keras' path computes the same
         return None
 
@@ -268,7 +288,16 @@ def _tf_forward(model):
         y = frozen(tf.constant(x, tf.float32))
         return y[0] if isinstance(y, (list, tuple)) and len(y) == 1 else y
 
+    forward.function = frozen  # the frozen graph, for tests and benchmarks
     return forward
+
+
+def _tf_conv(tf, conv, kernel, bias, x, *args, **kwargs):
+    """A conv with its BatchNorm folded in (`_bn_fold`), in the layer's compute dtype."""
+    dtype = conv.compute_dtype
+    y = conv.convolution_op(tf.cast(x, dtype), tf.constant(kernel, dtype))
+    return tf.nn.bias_add(y, tf.constant(bias, dtype),
+                          data_format="NHWC" if conv.data_format == "channels_last" else "NCHW")
 
 
 UNITS_PER_PROGRAM = 8  # the longest run of residual units the JAX engine compiles as one
@@ -502,24 +531,49 @@ def _sole_reader(model):
     return {k: v[0] for k, v in readers.items() if len(v) == 1 and v[0] is not None}
 
 
+def _single_node(layer):
+    nodes = layer._inbound_nodes
+    return nodes[0] if len(nodes) == 1 and len(nodes[0].outputs) == 1 else None
+
+
+def _bn_fold(conv, sole):
+    """(bn, kernel, bias) for a senet conv whose output only a BatchNorm reads, or None: the
+    inference arithmetic y = (conv(x) - mean) * g + b, g = gamma / sqrt(var + eps), is
+    conv(x) with the kernel times g (per output channel) plus the bias b - mean * g. One pass
+    over the activation instead of two; under a mixed bfloat16 policy also no float32 round
+    trip (Keras computes BatchNorm in float32). float32 numpy arrays, kernel in Keras' HWIO
+    layout; shared by the engines' forwards on every backend."""
+    import keras
+
+    from senet import blocks
+
+    node = _single_node(conv)
+    if type(conv) not in (blocks.Conv2D, blocks.GroupedConv2D) or node is None \
+            or conv.dilation_rate != (1, 1) or conv.activation.__name__ != "linear" \
+            or conv.compute_dtype not in ("float32", "bfloat16"):
+        return None
+    bn = sole.get(id(node.outputs[0]))
+    axis = (-1, 3) if conv.data_format == "channels_last" else (1,)
+    if type(bn) is not blocks.BatchNormalization or _single_node(bn) is None \
+            or bn.axis not in axis or not (bn.center and bn.scale):
+        return None
+    value = keras.ops.convert_to_numpy
+    g = value(bn.gamma) / np.sqrt(value(bn.moving_variance) + np.float32(bn.epsilon))
+    bias = value(conv.bias) if conv.use_bias else np.float32(0)
+    return bn, value(conv.kernel) * g, value(bn.beta) - (value(bn.moving_mean) - bias) * g
+
+
 def _folded_convs(model, torch):
-    """{layer: torch callable} for senet's convolutions, with the BatchNorm that alone reads a
-    conv's output folded into its kernel and bias (the BatchNorm then passes its input on)
-    and a symmetric ZeroPadding2D that alone feeds a 'valid' conv made the conv's padding
-    (the pad layer passes its input on). Inference arithmetic: y = (conv(x) - mean) * g + b
-    with g = gamma / sqrt(var + eps) is conv(x) with kernel * g and bias b - mean * g, one
-    pass over the activation instead of two, and one Python call instead of three."""
+    """{layer: torch callable} for senet's convolutions, each with the BatchNorm that alone
+    reads its output folded in (`_bn_fold`; the BatchNorm then passes its input on), and a
+    symmetric ZeroPadding2D that alone feeds a 'valid' conv made the conv's padding (the pad
+    layer passes its input on): one Python call instead of three."""
     from senet import blocks
 
     sole = _sole_reader(model)
     out = {}
-
-    def single_node(layer):
-        nodes = layer._inbound_nodes
-        return nodes[0] if len(nodes) == 1 and len(nodes[0].outputs) == 1 else None
-
     for conv in model.layers:
-        node = single_node(conv)
+        node = _single_node(conv)
         if type(conv) not in (blocks.Conv2D, blocks.GroupedConv2D) or node is None \
                 or conv.data_format != "channels_last" or conv.dilation_rate != (1, 1) \
                 or conv.compute_dtype not in ("float32", "bfloat16") \
@@ -530,20 +584,19 @@ def _folded_convs(model, torch):
             continue  # asymmetric: Keras' own path
         pad = [kh // 2, kw // 2] if conv.padding == "same" else [0, 0]
         with torch.no_grad():
-            kernel = conv.kernel.value.detach().permute(3, 2, 0, 1)  # HWIO -> OIHW
-            bias = conv.bias.value.detach() if conv.use_bias else None
-            bn = sole.get(id(node.outputs[0]))
-            bn_node = single_node(bn) if bn is not None else None
-            if type(bn) is blocks.BatchNormalization and bn_node is not None \
-                    and bn.axis in (-1, 3) and bn.center and bn.scale:
-                g = bn.gamma.value / torch.sqrt(bn.moving_variance.value + bn.epsilon)
-                kernel = kernel * g[:, None, None, None]
-                bias = bn.beta.value - (bn.moving_mean.value - (0 if bias is None else bias)) * g
+            fold = _bn_fold(conv, sole)
+            if fold:
+                bn, kernel, bias = fold
+                kernel, bias = torch.from_numpy(kernel), torch.from_numpy(bias)
                 out[bn] = _passed_on
+            else:
+                kernel = conv.kernel.value.detach()
+                bias = conv.bias.value.detach() if conv.use_bias else None
+            kernel = kernel.permute(3, 2, 0, 1)  # HWIO -> OIHW
             pad_layer = node.input_tensors[0]._keras_history.operation
             if conv.padding == "valid" and type(pad_layer).__name__ == "ZeroPadding2D" \
                     and sole.get(id(node.input_tensors[0])) is conv \
-                    and single_node(pad_layer) is not None:
+                    and _single_node(pad_layer) is not None:
                 (top, bottom), (left, right) = pad_layer.padding
                 if top == bottom and left == right and pad_layer.data_format == "channels_last":
                     pad = [top, left]

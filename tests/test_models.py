@@ -246,9 +246,11 @@ def _move_batchnorms(model, rng):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's path")
 def test_keras_engine_forward_on_tensorflow_equals_the_model():
-    """The Keras engine on TensorFlow runs the model as one graph with its weights frozen in:
-    the model's logits up to float32 rounding, at batch 1 and 3, for weights set after the
-    build (the graph holds the weights of when it was made)."""
+    """The Keras engine on TensorFlow runs the model as one graph with its weights frozen in
+    and each BatchNorm folded into its conv (no BatchNorm arithmetic left in the graph): the
+    model's logits up to float32 rounding, at batch 1 and 3, for weights set after the build
+    (the graph holds the weights of when it was made); a mixed bfloat16 model the same way,
+    within bfloat16's precision of the float32 model and of Keras' own mixed forward."""
     from senet import engines
 
     rng = np.random.default_rng(4)
@@ -256,12 +258,33 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
                         classifier_activation=None)
     _move_batchnorms(model, rng)
     forward = engines._tf_forward(model)
+
+    def ops(f):
+        return {n.op for n in f.function.graph.as_graph_def().node}
+
+    assert "Rsqrt" in ops(engines._tf_forward(model, fold=False))  # a BatchNorm's
+    assert "Rsqrt" not in ops(forward) and "BiasAdd" in ops(forward)
     for batch in (1, 3):
         x = rng.normal(size=(batch, 64, 96, 3)).astype("float32")
         want = keras.ops.convert_to_numpy(model(x, training=False))
         got = keras.ops.convert_to_numpy(forward(x))
         assert got.shape == want.shape == (batch, 5) and want.std() > 0.1
         assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 96, 3), classes=5,
+                            classifier_activation=None)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(model.get_weights())
+    folded = engines._tf_forward(mixed)
+    assert "Rsqrt" not in ops(folded)
+    got = np.asarray(folded(x), "float32")
+    scale = float(np.abs(want).max())
+    assert np.abs(got - want).max() <= 0.05 * scale
+    assert np.abs(got - want).max() > 1e-6  # computed in bfloat16 indeed
+    keras_mixed = np.asarray(mixed(x, training=False), "float32")
+    assert np.abs(got - keras_mixed).max() <= 0.05 * scale
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
