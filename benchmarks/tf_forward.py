@@ -6,10 +6,9 @@ as the engine calls them, in one process, timed alternately.
     python benchmarks/tf_forward.py [--model se_resnet50,se_resnext50_32x4d,senet154]
         [--batch-size 1,16] [--precision float32,bfloat16] [--rounds 6]
 
-Random weights and inputs (224 px), with each BatchNorm given statistics, scale and offset
-like a trained net's (`--untrained` not): a freshly built net's BatchNorms are the identity,
-and with a zero offset TensorFlow's optimizer drops the folded bias add, and with it its
-conv-bias-ReLU fusion (SE-ResNet-50, bfloat16, 16 images, ad hoc: 1.26x instead of 1.73x).
+Random weights and inputs (224 px), the BatchNorms drawn like a trained net's as `senet
+benchmark` draws them (`senet.bench.trained_like`; `--untrained`: a fresh net's identity
+BatchNorms, whose zero biases TensorFlow's optimizer drops, and with them a fusion).
 Prints images/s of each path (medians) and the median of the per-round ratios, with their
 range.
 """
@@ -51,7 +50,7 @@ def main():
             finally:
                 keras.config.set_dtype_policy("float32")
             if not args.untrained:
-                trained_like(model, np.random.default_rng(0))
+                bench.trained_like(model)
             forwards = {"unfolded": engines._tf_forward(model, fold=False),
                         "folded": engines._tf_forward(model)}
             for batch in (int(b) for b in args.batch_size.split(",")):
@@ -63,19 +62,6 @@ def main():
                 print(f"| {name} | {precision} | {batch} | "
                       f"{np.median(r['unfolded']):.1f} | {np.median(r['folded']):.1f} | "
                       f"{bench.ratio(r['folded'], r['unfolded'])} |", flush=True)
-
-
-def trained_like(model, rng):
-    """Each BatchNorm's statistics, scale and offset drawn away from a fresh net's 0 and 1."""
-    from senet.blocks import BatchNormalization
-
-    for layer in model.layers:
-        if isinstance(layer, BatchNormalization):
-            n = layer.gamma.shape[0]
-            for v, low, high in ((layer.gamma, 0.5, 1.5), (layer.beta, -0.2, 0.2),
-                                 (layer.moving_mean, -0.2, 0.2),
-                                 (layer.moving_variance, 0.5, 1.5)):
-                v.assign(rng.uniform(low, high, n).astype("float32"))
 
 
 if __name__ == "__main__":

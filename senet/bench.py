@@ -152,18 +152,61 @@ def _noise_images(n, size):
         yield d
 
 
+def trained_like(model, seed=0):
+    """Give the BatchNorms of a random net (Keras or PyTorch) statistics, scale and offset
+    drawn like a trained net's, in place; returns the model.
+
+    A freshly built net's BatchNorms are the identity (scale 1, offset 0, mean 0, variance
+    1): folded into the convs that makes zero biases, which graph optimizers drop, and with
+    them fusions a trained net gets (TensorFlow's conv-bias-ReLU in bfloat16: the fold of
+    `senet.engines._tf_forward` gains 1.31x instead of 1.71x on SE-ResNet-50 at 16 images,
+    `python benchmarks/tf_forward.py --model se_resnet50 --batch-size 16 --precision bfloat16
+    --rounds 4 [--untrained]`). The peers get the same, so that every side runs the graph
+    users run.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(n, low, high):
+        return rng.uniform(low, high, n).astype(np.float32)
+
+    if hasattr(model, "modules"):  # PyTorch
+        import torch
+
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
+                    n = m.num_features
+                    for t, low, high in ((m.weight, 0.5, 1.5), (m.bias, -0.2, 0.2),
+                                         (m.running_mean, -0.2, 0.2),
+                                         (m.running_var, 0.5, 1.5)):
+                        t.copy_(torch.from_numpy(draw(n, low, high)))
+        return model
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.center and layer.scale:
+            n = layer.gamma.shape[0]
+            for v, low, high in ((layer.gamma, 0.5, 1.5), (layer.beta, -0.2, 0.2),
+                                 (layer.moving_mean, -0.2, 0.2),
+                                 (layer.moving_variance, 0.5, 1.5)):
+                v.assign(draw(n, low, high))
+    return model
+
+
 def senet_step(name, engine="auto", precision="float32", batch_size=16, size=224):
-    """`senet.inference` (what `senet predict --engine ENGINE` runs) on random weights as a
-    one-batch step.
+    """`senet.inference` (what `senet predict --engine ENGINE` runs) on random weights
+    (`trained_like` BatchNorms) as a one-batch step.
 
     int8 is calibrated on random images: its speed is real, its accuracy meaningless here.
     """
     from senet import engines
+    from senet.models import create_model
 
     engine = engines.choose_engine(engine, precision)
+    model = trained_like(create_model(name, weights=None, input_shape=image_shape(size)))
     with contextlib.ExitStack() as stack:
         calibration = stack.enter_context(_noise_images(32, size)) if precision == "int8" else None
-        predictor = engines.inference(name, weights=None, engine=engine, precision=precision,
+        predictor = engines.inference(model, engine=engine, precision=precision,
                                       batch_size=batch_size, size=size, calibration=calibration,
                                       min_agreement=0.0, progress=False)
     x = _noise(batch_size, size)
@@ -193,7 +236,7 @@ def timm_run(name, batch_size=16, size=224, warmup=3, iters=10, precision="float
     import timm
     import torch
 
-    model = timm.create_model(TIMM_PEERS[name], pretrained=False).eval()
+    model = trained_like(timm.create_model(TIMM_PEERS[name], pretrained=False).eval())
     if onnx_path and not os.path.exists(onnx_path):
         from senet._io import atomic_path
 
@@ -282,7 +325,7 @@ def timm_peer_step(name, batch_size=16, size=224, precision="float32"):
     a short alternated timing of both)."""
     import timm
 
-    model = timm.create_model(TIMM_PEERS[name], pretrained=False).eval()
+    model = trained_like(timm.create_model(TIMM_PEERS[name], pretrained=False).eval())
     return timm_step(model, batch_size, size, precision, warmup=1, iters=3)[0]
 
 
@@ -474,7 +517,7 @@ def run(name, *, batch_sizes=(16,), size=224, precision="float32", engines=("aut
 def _timm_onnx_path(name, size, batch):
     from senet.weights.hub import cached_path
 
-    return str(cached_path(f"bench/{TIMM_PEERS[name]}-{size}px-b{batch}.onnx"))
+    return str(cached_path(f"bench/{TIMM_PEERS[name]}-{size}px-b{batch}-bn.onnx"))
 
 
 def _current_backend():

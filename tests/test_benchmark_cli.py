@@ -116,6 +116,37 @@ def test_se_resnet50_flops_match_the_paper():
     assert bench.flops(model) == pytest.approx(2 * 3.87e9, rel=0.02)
 
 
+def test_benchmarked_nets_get_batchnorms_like_a_trained_nets():
+    """A fresh net's BatchNorms are the identity (zero biases once folded, which optimizers
+    drop); the benchmark draws them as training would leave them, the same for senet's net
+    and timm's, reproducibly."""
+    import numpy as np
+
+    def bn_values(model):
+        return [keras.ops.convert_to_numpy(w) for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights]
+
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    fresh = senet.create_model("se_resnet18", weights=None, input_shape=(32, 32, 3))
+    before = keras.ops.convert_to_numpy(fresh(x))
+    drawn = bench.trained_like(fresh)
+    assert drawn is fresh
+    values = bn_values(fresh)
+    assert values and all(v.std() > 0.05 for v in values)  # gamma, beta, mean, variance
+    assert all(v.min() > 0.4 for v in values[0::4] + values[3::4])  # scales and variances
+    assert np.abs(keras.ops.convert_to_numpy(fresh(x)) - before).max() > 0.01 * before.max()
+    again = bench.trained_like(senet.create_model("se_resnet18", weights=None,
+                                                  input_shape=(32, 32, 3)))
+    assert all(np.array_equal(a, b) for a, b in zip(bn_values(again), values, strict=True))
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)).eval()
+    bench.trained_like(net)
+    bn = net[1]
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        assert t.detach().std() > 0.05
+    assert bn.running_var.min() > 0.4
+
+
 def test_flops_need_a_fixed_input_size():
     model = senet.create_model("se_resnet18", include_top=False)  # (None, None, 3) input
     with pytest.raises(ValueError, match="fixed input_shape"):
