@@ -4,12 +4,15 @@ same numbers.
 
     python benchmarks/pointwise_convs.py --backend jax|torch [--batch-size 16]
     python benchmarks/pointwise_convs.py --backend jax --bfloat16
+    python benchmarks/pointwise_convs.py --backend torch --bfloat16
 
 jax: XLA:CPU's convolution against its dot (jitted). torch: oneDNN's convolution on the NHWC
 tensor as NCHW in channels_last memory (what senet's PyTorch paths run) against
 `torch.nn.functional.linear` on the NHWC tensor. jax --bfloat16: the dot of bfloat16
 operands with a bfloat16 result against the same dot accumulated into float32 and rounded
-once (what senet runs under a mixed bfloat16 policy). Prints ms and GFLOP/s per shape
+once (what senet runs under a mixed bfloat16 policy). torch --bfloat16: the same two ops
+in bfloat16 (what timm runs under autocast): oneDNN's bfloat16 products, the yardstick for
+XLA's. Prints ms and GFLOP/s per shape
 (median of 10 calls after one warm-up).
 """
 
@@ -53,7 +56,7 @@ def _jax_ops(bfloat16=False):
     return jax.jit(conv), jax.jit(dot), prepare, run, ("conv", "matmul")
 
 
-def _torch_ops():
+def _torch_ops(bfloat16=False):
     import torch
 
     torch.set_grad_enabled(False)
@@ -65,12 +68,13 @@ def _torch_ops():
         return torch.nn.functional.linear(x, w2d)
 
     def prepare(x, k):
-        x, k = torch.from_numpy(x), torch.from_numpy(k)
+        dtype = torch.bfloat16 if bfloat16 else torch.float32
+        x, k = torch.from_numpy(x).to(dtype), torch.from_numpy(k).to(dtype)
         w = k.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
         return (x, w), (x, w[:, :, 0, 0].contiguous())
 
     def run(f, *a):
-        return f(*a).numpy()
+        return f(*a).float().numpy()
 
     return conv, dot, prepare, run, ("conv", "matmul")
 
@@ -79,12 +83,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", choices=["jax", "torch"], required=True)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--bfloat16", action="store_true", help="jax: bfloat16 products")
+    p.add_argument("--bfloat16", action="store_true", help="bfloat16 products")
     args = p.parse_args()
-    if args.bfloat16 and args.backend != "jax":
-        p.error("--bfloat16 compares JAX's two bfloat16 products; use --backend jax")
     conv, dot, prepare, run, names = (_jax_ops(args.bfloat16) if args.backend == "jax"
-                                      else _torch_ops())
+                                      else _torch_ops(args.bfloat16))
 
     def timed(f, *a, n=10):
         run(f, *a)
@@ -97,7 +99,8 @@ def main():
 
     rng = np.random.default_rng(0)
     b = args.batch_size
-    print(f"| {args.backend}, {b} images, 1x1 | {names[0]} ms (GFLOP/s) | {names[1]} ms "
+    print(f"| {args.backend}{', bfloat16' if args.bfloat16 else ''}, {b} images, 1x1 | "
+          f"{names[0]} ms (GFLOP/s) | {names[1]} ms "
           "(GFLOP/s) | max abs diff |")
     print("| --- | ---: | ---: | ---: |")
     total = [0.0, 0.0]
