@@ -536,23 +536,30 @@ def _single_node(layer):
     return nodes[0] if len(nodes) == 1 and len(nodes[0].outputs) == 1 else None
 
 
+def _plain_conv(layer) -> bool:
+    """A senet conv called once, undilated, without activation, in float32 or bfloat16."""
+    from senet import blocks
+
+    return type(layer) in (blocks.Conv2D, blocks.GroupedConv2D) \
+        and _single_node(layer) is not None and layer.dilation_rate == (1, 1) \
+        and layer.activation.__name__ == "linear" \
+        and layer.compute_dtype in ("float32", "bfloat16")
+
+
 def _bn_fold(conv, sole):
     """(bn, kernel, bias) for a senet conv whose output only a BatchNorm reads, or None: the
     inference arithmetic y = (conv(x) - mean) * g + b, g = gamma / sqrt(var + eps), is
     conv(x) with the kernel times g (per output channel) plus the bias b - mean * g. One pass
     over the activation instead of two; under a mixed bfloat16 policy also no float32 round
     trip (Keras computes BatchNorm in float32). float32 numpy arrays, kernel in Keras' HWIO
-    layout; shared by the engines' forwards on every backend."""
+    layout; shared by the TensorFlow and PyTorch forwards."""
     import keras
 
     from senet import blocks
 
-    node = _single_node(conv)
-    if type(conv) not in (blocks.Conv2D, blocks.GroupedConv2D) or node is None \
-            or conv.dilation_rate != (1, 1) or conv.activation.__name__ != "linear" \
-            or conv.compute_dtype not in ("float32", "bfloat16"):
+    if not _plain_conv(conv):
         return None
-    bn = sole.get(id(node.outputs[0]))
+    bn = sole.get(id(_single_node(conv).outputs[0]))
     axis = (-1, 3) if conv.data_format == "channels_last" else (1,)
     if type(bn) is not blocks.BatchNormalization or _single_node(bn) is None \
             or bn.axis not in axis or not (bn.center and bn.scale):
@@ -568,17 +575,12 @@ def _folded_convs(model, torch):
     reads its output folded in (`_bn_fold`; the BatchNorm then passes its input on), and a
     symmetric ZeroPadding2D that alone feeds a 'valid' conv made the conv's padding (the pad
     layer passes its input on): one Python call instead of three."""
-    from senet import blocks
-
     sole = _sole_reader(model)
     out = {}
     for conv in model.layers:
-        node = _single_node(conv)
-        if type(conv) not in (blocks.Conv2D, blocks.GroupedConv2D) or node is None \
-                or conv.data_format != "channels_last" or conv.dilation_rate != (1, 1) \
-                or conv.compute_dtype not in ("float32", "bfloat16") \
-                or conv.activation.__name__ != "linear":
+        if not _plain_conv(conv) or conv.data_format != "channels_last":
             continue
+        node = _single_node(conv)
         kh, kw = conv.kernel_size
         if conv.padding == "same" and (kh % 2 == 0 or kw % 2 == 0 or conv.strides != (1, 1)):
             continue  # asymmetric: Keras' own path

@@ -234,6 +234,15 @@ def test_loaded_kernels_are_the_files_and_a_new_head_starts_random(tmp_path, mon
     assert head.shape == (512, 3) and head.std() > 0.01
 
 
+def _build_mixed(variant, **kwargs):
+    """`senet.build` under Keras' mixed bfloat16 policy (the global policy restored)."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        return senet.build(variant, **kwargs)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
 def _move_batchnorms(model, rng):
     """BatchNorm statistics and scales away from their initial 0 / 1, so that an engine that
     folds or freezes them wrongly shows it."""
@@ -270,12 +279,8 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
         got = keras.ops.convert_to_numpy(forward(x))
         assert got.shape == want.shape == (batch, 5) and want.std() > 0.1
         assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        mixed = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 96, 3), classes=5,
-                            classifier_activation=None)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    mixed = _build_mixed(tiny("se_resnext26_32x4d"), input_shape=(64, 96, 3), classes=5,
+                         classifier_activation=None)
     mixed.set_weights(model.get_weights())
     folded = engines._tf_forward(mixed)
     assert "Rsqrt" not in ops(folded)
@@ -475,11 +480,7 @@ def test_keras_engine_on_jax_cuts_long_stages_into_programs():
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
     whole, parts = longest_chain(model), [longest_chain(p) for p in forward.parts]
     assert whole >= 7 and max(parts) <= 3, (whole, parts)
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        mixed = senet.build(variant, input_shape=(64, 64, 3), classes=5)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    mixed = _build_mixed(variant, input_shape=(64, 64, 3), classes=5)
     assert len(engines._jax_forward(mixed, units=3).parts) == 1
 
 
@@ -497,12 +498,8 @@ def test_keras_engine_on_jax_feeds_a_mixed_model_its_kernels_cast_once():
     from senet import engines
 
     rng = np.random.default_rng(7)
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        model = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 64, 3), classes=5,
-                            classifier_activation=None)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model = _build_mixed(tiny("se_resnext26_32x4d"), input_shape=(64, 64, 3), classes=5,
+                         classifier_activation=None)
     _move_batchnorms(model, rng)
     forward = engines._jax_forward(model)
     assert forward.parts == [model]
@@ -573,11 +570,7 @@ def test_keras_engine_forward_on_torch_equals_the_model(name):
                 assert np.abs(g - w).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
     # mixed bfloat16: the same steps under autocast, float32 outputs near the float32 model's
     weights = model.get_weights()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        mixed = senet.build(tiny(name), input_shape=(64, 96, 3), features_only=True)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    mixed = _build_mixed(tiny(name), input_shape=(64, 96, 3), features_only=True)
     mixed.set_weights(weights)
     got = keras.tree.flatten(engines._torch_forward(mixed)(x))
     for g, w in zip(got, keras.tree.flatten(model(x, training=False)), strict=True):
