@@ -271,17 +271,21 @@ def _tf_forward(model, fold=True):
                 calls[conv] = functools.partial(_tf_conv, tf, conv, kernel, bias)
                 calls[bn] = _passed_on
 
-    def call(x):
-        if not calls:
-            return model(x, training=False)
+    def folded_call(x):  # Keras' graph walk (3.15 internals) with the folds in
         return model._run_through_graph(x, lambda op: calls.get(op) or (
             functools.partial(_inference_call, op) if getattr(op, "_call_has_training_arg",
                                                                False) else op))
 
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
-    try:
-        frozen = convert_variables_to_constants_v2(tf.function(call).get_concrete_function(spec))
-    except Exception:  # noqa: BLE001 - an optimisation: Keras' path computes the same
+    frozen = None
+    for call in ([folded_call] if calls else []) + [lambda x: model(x, training=False)]:
+        try:
+            frozen = convert_variables_to_constants_v2(
+                tf.function(call).get_concrete_function(spec))
+            break
+        except Exception:  # noqa: BLE001 - an optimisation: the next form computes the same
+            continue
+    if frozen is None:  # Keras' own path
         return None
 
     def forward(x):

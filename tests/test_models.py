@@ -254,12 +254,13 @@ def _move_batchnorms(model, rng):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's path")
-def test_keras_engine_forward_on_tensorflow_equals_the_model():
+def test_keras_engine_forward_on_tensorflow_equals_the_model(monkeypatch):
     """The Keras engine on TensorFlow runs the model as one graph with its weights frozen in
     and each BatchNorm folded into its conv (no BatchNorm arithmetic left in the graph): the
     model's logits up to float32 rounding, at batch 1 and 3, for weights set after the build
     (the graph holds the weights of when it was made); a mixed bfloat16 model the same way,
-    within bfloat16's precision of the float32 model and of Keras' own mixed forward."""
+    within bfloat16's precision of the float32 model and of Keras' own mixed forward; a
+    model of several outputs; and, where the folded trace fails, the unfolded graph."""
     from senet import engines
 
     rng = np.random.default_rng(4)
@@ -290,6 +291,25 @@ def test_keras_engine_forward_on_tensorflow_equals_the_model():
     assert np.abs(got - want).max() > 1e-6  # computed in bfloat16 indeed
     keras_mixed = np.asarray(mixed(x, training=False), "float32")
     assert np.abs(got - keras_mixed).max() <= 0.05 * scale
+    # several outputs (feature maps), folded too
+    features = senet.build(tiny("se_resnext26_32x4d"), input_shape=(64, 96, 3),
+                           features_only=True)
+    _move_batchnorms(features, rng)
+    forward = engines._tf_forward(features)
+    assert "Rsqrt" not in ops(forward)
+    got, want = forward(x), features(x, training=False)
+    assert len(got) == len(want) == 4
+    for g, w in zip(got, want):
+        g, w = keras.ops.convert_to_numpy(g), keras.ops.convert_to_numpy(w)
+        assert g.shape == w.shape and w.std() > 0.1
+        assert np.abs(g - w).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
+    # where the folded trace fails (Keras' internals moved), the unfolded frozen graph
+    monkeypatch.setattr(engines, "_tf_conv", lambda *a, **k: 1 / 0)
+    forward = engines._tf_forward(features)
+    assert "Rsqrt" in ops(forward)
+    for g, w in zip(forward(x), want):
+        assert np.abs(keras.ops.convert_to_numpy(g) - keras.ops.convert_to_numpy(w)).max() \
+            <= 1e-5 * max(1.0, float(np.abs(keras.ops.convert_to_numpy(w)).max()))
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's path")
