@@ -263,13 +263,14 @@ def _tf_forward(model, fold=True):
         return None
     calls = {}
     if fold:
-        sole = _sole_reader(model)
-        for conv in model.layers:
-            folded = _bn_fold(conv, sole)
-            if folded:
-                bn, kernel, bias = folded
-                calls[conv] = functools.partial(_tf_conv, tf, conv, kernel, bias)
-                calls[bn] = _passed_on
+        try:
+            sole = _sole_reader(model)
+            folds = {conv: _bn_fold(conv, sole) for conv in model.layers}
+        except AttributeError:  # Keras' graph internals (nodes, histories) moved: no folds
+            folds = {}
+        for conv, (bn, kernel, bias) in ((k, v) for k, v in folds.items() if v):
+            calls[conv] = functools.partial(_tf_conv, tf, conv, kernel, bias)
+            calls[bn] = _passed_on
 
     def folded_call(x):  # Keras' graph walk (3.15 internals) with the folds in
         return model._run_through_graph(x, lambda op: calls.get(op) or (
