@@ -197,12 +197,18 @@ def senet_step(name, engine="auto", precision="float32", batch_size=16, size=224
     """`senet.inference` (what `senet predict --engine ENGINE` runs) on random weights
     (`trained_like` BatchNorms) as a one-batch step.
 
-    int8 is calibrated on random images: its speed is real, its accuracy meaningless here.
+    The weights are drawn from a fixed seed (Keras' global one, set here): the same weights
+    at every call, so that an engine's artifact, cached by the weights' checksum, is built
+    once for all the batch sizes and runs of a benchmark, not once per step. int8 is
+    calibrated on random images: its speed is real, its accuracy meaningless here.
     """
+    import keras
+
     from senet import engines
     from senet.models import create_model
 
     engine = engines.choose_engine(engine, precision)
+    keras.utils.set_random_seed(0)
     model = trained_like(create_model(name, weights=None, input_shape=image_shape(size)))
     with contextlib.ExitStack() as stack:
         calibration = stack.enter_context(_noise_images(32, size)) if precision == "int8" else None

@@ -44,6 +44,10 @@ def test_benchmark_json_default_path_peers_and_plot(tmp_path, monkeypatch):
         if HAS_TIMM:
             assert x["vs_openvino_on_timm"] > 0
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same random weights at both batch sizes: one engine built and cached, not two
+    built = [p.name for p in (tmp_path / "home" / "engines").iterdir()
+             if p.is_dir() and "-openvino-" in p.name]
+    assert len(built) == 1 and "openvino-float32-64px" in built[0], built
 
 
 @pytest.mark.slow
