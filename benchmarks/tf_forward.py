@@ -43,8 +43,7 @@ def main():
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for name in args.model.split(","):
         for precision in args.precision.split(","):
-            keras.config.set_dtype_policy({"float32": "float32",
-                                           "bfloat16": "mixed_bfloat16"}[precision])
+            keras.config.set_dtype_policy(bench.KERAS_POLICIES[precision])
             try:
                 model = create_model(name, weights=None)
             finally:

@@ -21,6 +21,7 @@ often quote multiply-adds as "FLOPs": SE-ResNet-50's "3.87 GFLOPs" is `macs()`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -165,51 +166,55 @@ def trained_like(model, seed=0):
     users run.
     """
     rng = np.random.default_rng(seed)
-
-    def draw(n, low, high):
-        return rng.uniform(low, high, n).astype(np.float32)
-
+    ranges = ((0.5, 1.5), (-0.2, 0.2), (-0.2, 0.2), (0.5, 1.5))  # scale, offset, mean, var
     if hasattr(model, "modules"):  # PyTorch
         import torch
 
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
-                    n = m.num_features
-                    for t, low, high in ((m.weight, 0.5, 1.5), (m.bias, -0.2, 0.2),
-                                         (m.running_mean, -0.2, 0.2),
-                                         (m.running_var, 0.5, 1.5)):
-                        t.copy_(torch.from_numpy(draw(n, low, high)))
+                    for t, (low, high) in zip((m.weight, m.bias, m.running_mean,
+                                               m.running_var), ranges):
+                        t.copy_(torch.from_numpy(rng.uniform(low, high, t.shape)
+                                                 .astype(np.float32)))
         return model
     import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.center and layer.scale:
-            n = layer.gamma.shape[0]
-            for v, low, high in ((layer.gamma, 0.5, 1.5), (layer.beta, -0.2, 0.2),
-                                 (layer.moving_mean, -0.2, 0.2),
-                                 (layer.moving_variance, 0.5, 1.5)):
-                v.assign(draw(n, low, high))
+            for v, (low, high) in zip((layer.gamma, layer.beta, layer.moving_mean,
+                                       layer.moving_variance), ranges):
+                v.assign(rng.uniform(low, high, v.shape).astype(np.float32))
     return model
+
+
+@functools.lru_cache(maxsize=1)
+def _random_model(name, size, *keras_settings):
+    """The net `senet_step` times: random weights from a fixed seed (Keras' global one, set
+    here; the same weights in every process), `trained_like` BatchNorms. Built once for all
+    the steps of a run (`keras_settings`: what makes Keras build another net); an engine's
+    artifact is cached by the weights' checksum, so the same weights also mean one build."""
+    import keras
+
+    from senet.models import create_model
+
+    keras.utils.set_random_seed(0)
+    return trained_like(create_model(name, weights=None, input_shape=image_shape(size)))
 
 
 def senet_step(name, engine="auto", precision="float32", batch_size=16, size=224):
     """`senet.inference` (what `senet predict --engine ENGINE` runs) on random weights
-    (`trained_like` BatchNorms) as a one-batch step.
+    (`_random_model`) as a one-batch step.
 
-    The weights are drawn from a fixed seed (Keras' global one, set here): the same weights
-    at every call, so that an engine's artifact, cached by the weights' checksum, is built
-    once for all the batch sizes and runs of a benchmark, not once per step. int8 is
-    calibrated on random images: its speed is real, its accuracy meaningless here.
+    int8 is calibrated on random images: its speed is real, its accuracy meaningless here.
     """
     import keras
 
     from senet import engines
-    from senet.models import create_model
 
     engine = engines.choose_engine(engine, precision)
-    keras.utils.set_random_seed(0)
-    model = trained_like(create_model(name, weights=None, input_shape=image_shape(size)))
+    model = _random_model(name, size, keras.backend.backend(), keras.config.dtype_policy().name,
+                          keras.config.image_data_format())
     with contextlib.ExitStack() as stack:
         calibration = stack.enter_context(_noise_images(32, size)) if precision == "int8" else None
         predictor = engines.inference(model, engine=engine, precision=precision,
