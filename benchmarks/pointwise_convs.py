@@ -5,6 +5,7 @@ same numbers.
     python benchmarks/pointwise_convs.py --backend jax|torch [--batch-size 16]
     python benchmarks/pointwise_convs.py --backend jax --bfloat16
     python benchmarks/pointwise_convs.py --backend torch --bfloat16
+    python benchmarks/pointwise_convs.py --backend jax-vs-torch [--bfloat16]
 
 jax: XLA:CPU's convolution against its dot (jitted). torch: oneDNN's convolution on the NHWC
 tensor as NCHW in channels_last memory (what senet's PyTorch paths run) against
@@ -12,7 +13,9 @@ tensor as NCHW in channels_last memory (what senet's PyTorch paths run) against
 operands with a bfloat16 result against the same dot accumulated into float32 and rounded
 once (what senet runs under a mixed bfloat16 policy). torch --bfloat16: the same two ops
 in bfloat16 (what timm runs under autocast): oneDNN's bfloat16 products, the yardstick for
-XLA's. Prints ms and GFLOP/s per shape
+XLA's. jax-vs-torch: that yardstick in the same run, PyTorch's matrix product against the
+one senet runs on JAX (into float32 under --bfloat16), shape by shape in one process.
+Prints ms and GFLOP/s per shape
 (median of 10 calls after one warm-up).
 """
 
@@ -79,14 +82,29 @@ def _torch_ops(bfloat16=False):
     return conv, dot, prepare, run, ("conv", "matmul")
 
 
+def _jax_against_torch(bfloat16=False):
+    _, torch_dot, torch_prepare, torch_run, _ = _torch_ops(bfloat16)
+    _, jax_dot, jax_prepare, jax_run, names = _jax_ops(bfloat16)
+
+    def prepare(x, k):
+        return torch_prepare(x, k)[1], jax_prepare(x, k)[1]
+
+    def run(f, *a):
+        return f(*a)
+
+    return (lambda *a: torch_run(torch_dot, *a), lambda *a: jax_run(jax_dot, *a), prepare,
+            run, ("PyTorch matmul", f"XLA {names[1]}"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backend", choices=["jax", "torch"], required=True)
+    p.add_argument("--backend", choices=["jax", "torch", "jax-vs-torch"], required=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--bfloat16", action="store_true", help="bfloat16 products")
     args = p.parse_args()
-    conv, dot, prepare, run, names = (_jax_ops(args.bfloat16) if args.backend == "jax"
-                                      else _torch_ops(args.bfloat16))
+    conv, dot, prepare, run, names = {"jax": _jax_ops, "torch": _torch_ops,
+                                      "jax-vs-torch": _jax_against_torch}[args.backend](
+                                          args.bfloat16)
 
     def timed(f, *a, n=10):
         run(f, *a)
