@@ -15,8 +15,10 @@ once (what senet runs under a mixed bfloat16 policy). torch --bfloat16: the same
 in bfloat16 (what timm runs under autocast): oneDNN's bfloat16 products, the yardstick for
 XLA's. jax-vs-torch: that yardstick in the same run, PyTorch's matrix product against the
 one senet runs on JAX (into float32 under --bfloat16), shape by shape in one process.
-Prints ms and GFLOP/s per shape
-(median of 10 calls after one warm-up).
+Prints ms and GFLOP/s per shape (median of 10 calls after one warm-up). A call is timed
+until its result is computed (JAX: `block_until_ready`), not converted to numpy: until a
+later session the timing included that conversion, which for a JAX bfloat16 array is a slow
+single-threaded cast (it made XLA's bfloat16 product look 2.7x slower than PyTorch's).
 """
 
 from __future__ import annotations
@@ -50,13 +52,10 @@ def _jax_ops(bfloat16=False):
         x, k = jnp.asarray(x, dtype), jnp.asarray(k, dtype)
         return (x, k), (x, k)
 
-    def run(f, *a):
-        return np.asarray(f(*a).block_until_ready(), np.float32)
-
     if bfloat16:
-        return (jax.jit(dot), jax.jit(lambda x, k: dot(x, k, jnp.float32)), prepare, run,
+        return (jax.jit(dot), jax.jit(lambda x, k: dot(x, k, jnp.float32)), prepare,
                 ("dot, bfloat16 result", "dot into float32"))
-    return jax.jit(conv), jax.jit(dot), prepare, run, ("conv", "matmul")
+    return jax.jit(conv), jax.jit(dot), prepare, ("conv", "matmul")
 
 
 def _torch_ops(bfloat16=False):
@@ -76,24 +75,26 @@ def _torch_ops(bfloat16=False):
         w = k.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
         return (x, w), (x, w[:, :, 0, 0].contiguous())
 
-    def run(f, *a):
-        return f(*a).float().numpy()
-
-    return conv, dot, prepare, run, ("conv", "matmul")
+    return conv, dot, prepare, ("conv", "matmul")
 
 
 def _jax_against_torch(bfloat16=False):
-    _, torch_dot, torch_prepare, torch_run, _ = _torch_ops(bfloat16)
-    _, jax_dot, jax_prepare, jax_run, names = _jax_ops(bfloat16)
+    _, torch_dot, torch_prepare, _ = _torch_ops(bfloat16)
+    _, jax_dot, jax_prepare, names = _jax_ops(bfloat16)
 
     def prepare(x, k):
         return torch_prepare(x, k)[1], jax_prepare(x, k)[1]
 
-    def run(f, *a):
-        return f(*a)
+    return torch_dot, jax_dot, prepare, ("PyTorch matmul", f"XLA {names[1]}")
 
-    return (lambda *a: torch_run(torch_dot, *a), lambda *a: jax_run(jax_dot, *a), prepare,
-            run, ("PyTorch matmul", f"XLA {names[1]}"))
+
+def _done(y):
+    """`y` once computed: JAX dispatches asynchronously, PyTorch on the CPU does not."""
+    return y.block_until_ready() if hasattr(y, "block_until_ready") else y
+
+
+def _numpy(y):
+    return y.float().numpy() if hasattr(y, "float") else np.asarray(y, np.float32)
 
 
 def main():
@@ -102,16 +103,15 @@ def main():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--bfloat16", action="store_true", help="bfloat16 products")
     args = p.parse_args()
-    conv, dot, prepare, run, names = {"jax": _jax_ops, "torch": _torch_ops,
-                                      "jax-vs-torch": _jax_against_torch}[args.backend](
-                                          args.bfloat16)
+    conv, dot, prepare, names = {"jax": _jax_ops, "torch": _torch_ops,
+                                 "jax-vs-torch": _jax_against_torch}[args.backend](args.bfloat16)
 
     def timed(f, *a, n=10):
-        run(f, *a)
+        _done(f(*a))
         ts = []
         for _ in range(n):
             t = time.perf_counter()
-            run(f, *a)
+            _done(f(*a))
             ts.append(time.perf_counter() - t)
         return float(np.median(ts)) * 1e3
 
@@ -130,7 +130,7 @@ def main():
         tc, td = timed(conv, *a_conv), timed(dot, *a_dot)
         total[0] += tc
         total[1] += td
-        diff = float(np.abs(run(conv, *a_conv) - run(dot, *a_dot)).max())
+        diff = float(np.abs(_numpy(conv(*a_conv)) - _numpy(dot(*a_dot))).max())
         print(f"| {hw}x{hw}, {cin} -> {cout} | {tc:.1f} ({gflop / tc * 1e3:.0f}) | "
               f"{td:.1f} ({gflop / td * 1e3:.0f}) | {diff:.1e} |", flush=True)
     print(f"| all eight | {total[0]:.1f} | {total[1]:.1f} | |")
