@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import statistics
-import time
 
 import numpy as np
 
@@ -69,6 +68,8 @@ def main():
     import openvino as ov
     import openvino.opset13 as op
 
+    from senet import bench
+
     core = ov.Core()
     config = {"INFERENCE_PRECISION_HINT": a.precision, "PERFORMANCE_HINT": "LATENCY",
               "PERF_COUNT": a.profile}
@@ -83,16 +84,9 @@ def main():
                                                    config).create_infer_request()
                     for f in (direct, winograd)}
         outs = {k: r.infer({0: x})[0].copy() for k, r in requests.items()}
-        times = {k: [] for k in requests}
-        for i in range(a.rounds):
-            for k in (list(requests) if i % 2 == 0 else list(requests)[::-1]):
-                t = []
-                for _ in range(20):
-                    start = time.perf_counter()
-                    requests[k].infer({0: x})
-                    t.append(time.perf_counter() - start)
-                times[k].append(statistics.median(t))
-        ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+        speeds = bench.alternate({k: lambda r=r: r.infer({0: x}) for k, r in requests.items()},
+                                 1, a.rounds, iters=20)
+        ms = {k: 1000 / statistics.median(v) for k, v in speeds.items()}
         for k in ms:
             total[k] += n * ms[k]
         err = np.abs(outs["direct"] - outs["winograd"]).max() / np.abs(outs["direct"]).max()
