@@ -350,11 +350,12 @@ class Worker:
     message, microseconds against a step's milliseconds).
     """
 
-    def __init__(self, builder, kwargs, backend=None):
+    def __init__(self, builder, kwargs, backend=None, env=None):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "KERAS_BACKEND": backend or _current_backend(),
                "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+               **(env or {})}  # env: more variables for the child (read when it starts)
         self._log = tempfile.TemporaryFile("w+")  # the child's stderr, for its error message
         code = "import sys; from senet import bench; bench._serve(sys.argv[1], sys.argv[2])"
         self._proc = subprocess.Popen([sys.executable, "-c", code, builder, json.dumps(kwargs)],

@@ -169,3 +169,6 @@ def test_worker_runs_a_step_in_its_own_process_and_reports_its_failure():
     with pytest.raises(bench.ChildError, match=r"senet_step se_resnet_nope failed in its worker "
                                                r"\(exit 1\): .*se_resnet_nope"):
         bench.Worker("senet_step", {**kwargs, "name": "se_resnet_nope"})
+    # `env` reaches the child and wins over the parent's (here a backend Keras refuses)
+    with pytest.raises(bench.ChildError, match="no_such_backend"):
+        bench.Worker("senet_step", kwargs, env={"KERAS_BACKEND": "no_such_backend"})
