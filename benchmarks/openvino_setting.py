@@ -48,15 +48,6 @@ def main():
     from senet import bench, engines
 
     engines.no_telemetry()
-    plain = engines.openvino_config
-
-    def runners(directory, precision, batch):
-        engines.openvino_config = lambda *a, **k: {**plain(*a, **k), **setting}
-        try:
-            changed = engines._openvino_runner(directory, precision, batch)
-        finally:
-            engines.openvino_config = plain
-        return engines._openvino_runner(directory, precision, batch), changed
 
     print(f"OpenVINO {ov.__version__}: {args.set or 'a second copy'} against senet's "
           "configuration")
@@ -68,19 +59,19 @@ def main():
                                     keras.config.image_data_format())
         for precision in args.precision.split(","):
             engines.inference(model, engine="openvino", precision=precision, progress=False)
-            spec, _ = engines._spec(model, None, None)
-            spec.update(engine="openvino", precision=precision)
-            directory = engines._artifact_dir(spec, None)[0]
+            directory = engines.artifact_dir(model, engine="openvino", precision=precision)
             for batch in (int(b) for b in args.batch_size.split(",")):
                 x, nchw = bench._noise(batch, 224), bench._noise(batch, 224, layout="nchw")
                 onnx = bench._timm_onnx_path(name, 224, batch)
                 if not os.path.exists(onnx):  # made as the benchmark makes it
                     bench.onnx_peer_step(name, "openvino", precision, batch)
                 core = ov.Core()
-                peer = {k: core.compile_model(onnx, "CPU", {**plain(precision), **extra})
+                config = engines.openvino_config(precision)
+                peer = {k: core.compile_model(onnx, "CPU", {**config, **extra})
                         .create_infer_request() for k, extra in (("without", {}),
                                                                   ("with", setting))}
-                senet = runners(directory, precision, batch)
+                senet = [engines._openvino_runner(directory, precision, batch, extra)
+                         for extra in ({}, setting)]
                 steps = {"senet without": lambda: senet[0](x), "senet with": lambda: senet[1](x),
                          "peer without": lambda: peer["without"].infer({0: nchw}),
                          "peer with": lambda: peer["with"].infer({0: nchw})}

@@ -41,10 +41,9 @@ def main():
         for precision in args.precision.split(","):
             split = engines.inference(name, weights=None, engine="openvino",
                                       precision=precision, batch_size=n, progress=False)
-            spec, _ = engines._spec(name, None, None)
-            spec.update(engine="openvino", precision=precision, batch=n)
             core = ov.Core()
-            graph = core.read_model(engines._artifact_dir(spec, None)[0] / "model.xml")
+            graph = core.read_model(engines.artifact_dir(name, None, engine="openvino",
+                                                         precision=precision) / "model.xml")
             shape = graph.inputs[0].get_partial_shape()
             shape[0] = n
             graph.reshape({graph.inputs[0]: shape})

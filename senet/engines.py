@@ -743,15 +743,22 @@ def _artifact_dir(spec, calibration):
                        f"{spec['size']}px-{key}"), key
 
 
+def artifact_dir(model, weights="imagenet", *, engine, precision="float32", size=None,
+                 calibration=None):
+    """Where `inference(...)` with these arguments caches its artifact (built or not); the
+    benchmarks read the compiled graph from there."""
+    spec, _ = _spec(model, weights, size)
+    spec.update(engine=engine, precision=precision)
+    return _artifact_dir(spec, calibration)[0]
+
+
 def is_built(model, weights="imagenet", *, engine, precision="float32", size=None,
              calibration=None) -> bool:
     """Whether `inference(...)` with these arguments would find its artifact in the cache
     (at any batch size)."""
-    if engine == "keras":
-        return True
-    spec, _ = _spec(model, weights, size)
-    spec.update(engine=engine, precision=precision)
-    return (_artifact_dir(spec, calibration)[0] / "build.json").is_file()
+    return engine == "keras" or (artifact_dir(model, weights, engine=engine, precision=precision,
+                                              size=size, calibration=calibration)
+                                 / "build.json").is_file()
 
 
 def _artifact(spec, calibration, min_agreement, keras_model, progress):
@@ -1020,8 +1027,9 @@ def openvino_config(precision, hint="LATENCY") -> dict:
             "PERFORMANCE_HINT": hint}
 
 
-def _openvino_runner(directory, precision, batch):
-    """The artifact compiled for `batch` images a call (None: any, as a dynamic shape).
+def _openvino_runner(directory, precision, batch, settings=None):
+    """The artifact compiled for `batch` images a call (None: any, as a dynamic shape);
+    `settings`: CPU plugin properties over senet's own (`benchmarks/openvino_setting.py`).
 
     A batch of several images is split across OpenVINO's streams: compiled with the
     THROUGHPUT hint, the CPU plugin runs one request per stream at once, each on its own
@@ -1044,7 +1052,7 @@ def _openvino_runner(directory, precision, batch):
             shape = model.inputs[0].get_partial_shape()
             shape[0] = n
             model.reshape({model.inputs[0]: shape})
-        return core.compile_model(model, "CPU", config)
+        return core.compile_model(model, "CPU", {**config, **(settings or {})})
 
     parts = 1
     if batch is not None and batch > 1:
