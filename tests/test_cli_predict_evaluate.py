@@ -417,6 +417,7 @@ def test_evaluate_wnid_folders_counts_exactly(work, val):
     assert result["model"] == "se_resnet18" and result["weights"] == "rig.weights.h5"
     assert result["seconds"] > 0
     assert "(7/12)" in r.stdout and "(9/12)" in r.stdout
+    assert "se_resnet18 (weights rig.weights.h5) on val_folders" in r.stdout, r.stdout
 
 
 @pytest.mark.slow
@@ -435,6 +436,11 @@ def test_evaluate_flat_folder_with_label_files(work, val):
     top1, top5 = hits(SAMPLES[:5])
     assert (top1, top5) == (3, 4)
     assert f"({top1}/5)" in r.stdout and f"({top5}/5)" in r.stdout, r.stdout
+
+    # --weights none (speed runs) says so, where it once printed "weights None".
+    r = run_senet("evaluate", "val_folders", "--model", "se_resnet18", "--weights", "none",
+                  "--limit", 2, "--size", 64, "--engine", "keras", cwd=work)
+    assert "se_resnet18 (random weights) on val_folders" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("args, words", [

@@ -153,7 +153,8 @@ def run(args):
               "seconds": round(seconds, 3), "size": args.size, "crop_pct": args.crop_pct,
               "interpolation": args.interpolation, "engine": predictor.engine,
               "precision": args.precision}
-    print(f"{args.model} (weights {args.weights}) on {args.dir}, {args.size} px, "
+    weights = "random weights" if args.weights is None else f"weights {args.weights}"
+    print(f"{args.model} ({weights}) on {args.dir}, {args.size} px, "
           f"crop {args.crop_pct:g}, {args.interpolation}, {predictor.engine} "
           f"{args.precision}:")
     if n:
