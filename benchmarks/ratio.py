@@ -19,6 +19,14 @@ imported first, and timm 1.05x as fast with TensorFlow imported (ad hoc, alterna
     # Keras on TensorFlow against ONNX Runtime on timm's export
     python benchmarks/ratio.py --engine keras --peer onnxruntime --precisions float32
 
+`--control` adds a second worker of senet's own side, alternated with the other two: the
+ratio of two identical workers is this harness' noise floor (what two processes running the
+same thing read apart on the shared machine), the scale below which senet against the peer
+says nothing.
+
+    python benchmarks/ratio.py --engine auto --peer openvino --batch-sizes 1 \
+        --precisions bfloat16 --control
+
 Peers run as `senet benchmark` runs them: timm through `senet.bench.timm_step` (its memory
 format chosen before the rounds), OpenVINO compiled with senet's settings.
 """
@@ -43,6 +51,8 @@ def main():
     ap.add_argument("--iters", type=int, default=10, help="timed batches per round (batch 1)")
     ap.add_argument("--same-process", action="store_true",
                     help="load both in this process instead of a worker process each")
+    ap.add_argument("--control", action="store_true",
+                    help="also a second senet worker: the ratio of two identical ones")
     a = ap.parse_args()
     if a.peer == "onnxruntime" and a.precisions != "float32":
         ap.error("ONNX Runtime has no bfloat16 CPU kernels: use --precisions float32")
@@ -52,9 +62,10 @@ def main():
     where = "one process" if a.same_process else "a worker process each"
     print(f"senet --engine {a.engine} (Keras on {bench._current_backend()}) against {a.peer}, "
           f"{where}")
+    control = " senet / senet again (median, range) |" if a.control else ""
     print(f"| model | batch | precision | senet images/s | {a.peer} images/s | "
-          "ratio (median, range) |")
-    print("|---|---:|---|---:|---:|---|")
+          f"ratio (median, range) |{control}")
+    print("|---|---:|---|---:|---:|---|" + ("---|" if a.control else ""))
     for name in a.models.split(","):
         for batch in (int(b) for b in a.batch_sizes.split(",")):
             iters = max(3, a.iters // batch * 2) if batch > 1 else a.iters
@@ -63,6 +74,8 @@ def main():
                 sides = {"senet": ("senet_step", {**shape, "engine": a.engine}),
                          a.peer: (peer_builder, {**shape, "engine": a.peer}
                                   if a.peer != "timm" else shape)}
+                if a.control:
+                    sides["senet again"] = sides["senet"]
                 with contextlib.ExitStack() as stack:
                     steps = {k: getattr(bench, b)(**kw) if a.same_process
                              else stack.enter_context(bench.Worker(b, kw))
@@ -70,7 +83,9 @@ def main():
                     r = bench.alternate(steps, batch, a.rounds, warmup=2, iters=iters)
                 print(f"| {name} | {batch} | {precision} | {statistics.median(r['senet']):.1f} | "
                       f"{statistics.median(r[a.peer]):.1f} | "
-                      f"{bench.ratio(r['senet'], r[a.peer])} |", flush=True)
+                      f"{bench.ratio(r['senet'], r[a.peer])} |"
+                      + (f" {bench.ratio(r['senet'], r['senet again'])} |" if a.control else ""),
+                      flush=True)
 
 
 if __name__ == "__main__":
