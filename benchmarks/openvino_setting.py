@@ -58,8 +58,9 @@ def main():
         model = bench._random_model(name, 224, keras.backend.backend(), "float32",
                                     keras.config.image_data_format())
         for precision in args.precision.split(","):
-            engines.inference(model, engine="openvino", precision=precision, progress=False)
             directory = engines.artifact_dir(model, engine="openvino", precision=precision)
+            if not (directory / "build.json").is_file():  # built as `senet benchmark` builds it
+                engines.inference(model, engine="openvino", precision=precision, progress=False)
             for batch in (int(b) for b in args.batch_size.split(",")):
                 x, nchw = bench._noise(batch, 224), bench._noise(batch, 224, layout="nchw")
                 onnx = bench._timm_onnx_path(name, 224, batch)
